@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make serve` and `make test`.
+# Each creates .venv/ when missing and installs only what is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: serve test install install-test browser-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# torch is pinned to 2.13.0 (and installed first) so that pip never pulls a CUDA build on a CPU machine.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install "torch==2.13.0"
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+serve: install
+	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+
+test: install-test
+	bash scripts/install_browser.sh
+	$(BIN)/python -m pytest
+
+bench: install-test
+	$(BIN)/python -m benchmarks.model_speed
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,161 @@
+"""Build, load and save the parser: a stock Hugging Face MaskFormer.
+
+Everything here produces or consumes a standard ``save_pretrained`` folder, so
+``AutoModelForUniversalSegmentation.from_pretrained(folder)`` loads it with no
+project code. Only safetensors weights are ever read (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForUniversalSegmentation,
+    DetrConfig,
+    MaskFormerConfig,
+    MaskFormerForInstanceSegmentation,
+    MaskFormerImageProcessorPil,
+    MaskFormerSwinConfig,
+    PreTrainedModel,
+    ResNetConfig,
+)
+from transformers.utils import cached_file
+
+from face_parser.labels import LabelScheme
+from face_parser.postprocess import semantic_scores
+from face_parser.preprocess import PreprocessConfig
+
+_STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def _small_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConfig:
+    """ResNet-18-like backbone, 128-wide FPN and a 4-layer decoder: ~13.6M parameters, CPU friendly.
+
+    Dropout is off: MaskFormer's decoder starts every query from zeros, and with
+    dropout the queries learn to depend on the noise and collapse in ``eval()``.
+    """
+    queries = num_queries or len(labels)
+    backbone = ResNetConfig(
+        embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
+        layer_type="basic", out_features=_STAGES,
+    )
+    decoder = DetrConfig(
+        d_model=128, decoder_layers=4, decoder_attention_heads=4, decoder_ffn_dim=512,
+        encoder_layers=1, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        num_queries=queries,
+    )
+    return MaskFormerConfig(
+        backbone_config=backbone, decoder_config=decoder, fpn_feature_size=128,
+        mask_feature_size=128, num_queries=queries, use_auxiliary_loss=False,
+        id2label=labels.id2label, label2id=labels.label2id,
+    )
+
+
+def _swin_base_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConfig:
+    """The architecture of ``facebook/maskformer-swin-base-ade`` (~102M parameters)."""
+    backbone = MaskFormerSwinConfig(
+        image_size=384, embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
+        window_size=12, drop_path_rate=0.3, out_features=_STAGES,
+    )
+    decoder = DetrConfig(d_model=256, decoder_layers=6, dropout=0.0, num_queries=num_queries or 100)
+    return MaskFormerConfig(
+        backbone_config=backbone, decoder_config=decoder, fpn_feature_size=256,
+        mask_feature_size=256, num_queries=num_queries or 100, use_auxiliary_loss=False,
+        id2label=labels.id2label, label2id=labels.label2id,
+    )
+
+
+def _tiny_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConfig:
+    """A few hundred thousand parameters: for tests and smoke runs, not for faces."""
+    queries = num_queries or len(labels)
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+                            layer_type="basic", out_features=_STAGES)
+    decoder = DetrConfig(d_model=32, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
+                         encoder_layers=1, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                         num_queries=queries)
+    return MaskFormerConfig(backbone_config=backbone, decoder_config=decoder, fpn_feature_size=32,
+                            mask_feature_size=32, num_queries=queries, use_auxiliary_loss=False,
+                            id2label=labels.id2label, label2id=labels.label2id)
+
+
+PRESETS = {"tiny": _tiny_config, "small": _small_config, "swin-base": _swin_base_config}
+
+
+def build_model(preset: str, labels: LabelScheme, num_queries: int | None = None) -> PreTrainedModel:
+    """A randomly initialised MaskFormer of a named preset."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return MaskFormerForInstanceSegmentation(PRESETS[preset](labels, num_queries))
+
+
+def init_from_pretrained(name_or_path: str, labels: LabelScheme) -> PreTrainedModel:
+    """Load a pretrained MaskFormer/Mask2Former (folder or hub id) with a new head for ``labels``."""
+    return AutoModelForUniversalSegmentation.from_pretrained(
+        name_or_path, id2label=labels.id2label, label2id=labels.label2id, num_labels=len(labels),
+        ignore_mismatched_sizes=True, use_safetensors=True, dtype=torch.float32,
+    )
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is float16 on CUDA (tensor cores) and float32 on CPU (fp16 matmuls are slow there)."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+@dataclass
+class FaceParser:
+    """A loaded model with its labels and preprocessing, ready for batched inference."""
+
+    model: PreTrainedModel
+    labels: LabelScheme
+    preprocess: PreprocessConfig
+    version: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, device: str = "auto", dtype: str = "auto") -> "FaceParser":
+        """Load a ``save_pretrained`` folder (or hub id, when online) for inference."""
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        model = AutoModelForUniversalSegmentation.from_pretrained(
+            str(name_or_path), use_safetensors=True, dtype=dt
+        ).to(dev).eval()
+        processor_file = cached_file(str(name_or_path), "preprocessor_config.json")
+        preprocess = PreprocessConfig.from_processor_dict(json.loads(Path(processor_file).read_text()))
+        version = getattr(model.config, "face_parser_version", None) or Path(str(name_or_path)).name
+        return cls(model, LabelScheme.from_id2label(model.config.id2label), preprocess, version, dev, dt)
+
+    @torch.inference_mode()
+    def scores(self, pixel_values_bchw: torch.Tensor) -> torch.Tensor:
+        """One forward pass: ``(B, 3, S, S)`` float32 -> ``(B, K, S/4, S/4)`` float32 class scores on CPU."""
+        out = self.model(pixel_values=pixel_values_bchw.to(self.device, self.dtype))
+        return semantic_scores(out.class_queries_logits, out.masks_queries_logits).cpu()
+
+
+def save_model_folder(
+    model: PreTrainedModel, preprocess: PreprocessConfig, out_dir: str | Path,
+    version: str, fp16: bool = True,
+) -> Path:
+    """Write a stock HF folder: config (with ``id2label``), safetensors weights, processor config."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.face_parser_version = version
+    model.config.use_auxiliary_loss = False
+    to_save = model.to(torch.float16) if fp16 else model
+    to_save.save_pretrained(out, safe_serialization=True)
+    model.to(torch.float32)
+    processor = MaskFormerImageProcessorPil(num_labels=len(model.config.id2label), **preprocess.to_processor_dict())
+    processor.save_pretrained(out)
+    return out

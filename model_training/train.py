@@ -1,0 +1,165 @@
+"""Train or fine-tune the face parser with the Hugging Face Trainer.
+
+The Trainer brings checkpointing, resume, evaluation every epoch (in ``eval()``
+mode), logging, mixed precision and ``torchrun`` / ``accelerate launch``
+multi-GPU training. This module adds the data, the loss and the export.
+
+    python -m model_training.train --dataset folder --data_dir ../shared/data/celebamask-mini \
+        --output_dir runs/small --num_train_epochs 30
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from face_parser.labels import CELEBAMASK_HQ_SCHEME
+from face_parser.modeling import build_model, init_from_pretrained
+from face_parser.postprocess import label_map, semantic_scores
+from face_parser.preprocess import PreprocessConfig
+from model_training.augment import AugmentConfig
+from model_training.data import (
+    EvalSubset, TrainingSubset, balanced_class_weights, class_statistics, collate, oversample, split_indices,
+)
+from model_training.datasets.base import DatasetError
+from model_training.datasets.loaders import open_dataset
+from model_training.losses import fixed_assignment_loss, hungarian_targets, semantic_ce
+from model_training.metrics import ConfusionMatrix
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="folder", metadata={"help": "folder | celebamask-hq | hf | lapa"})
+    data_dir: str = field(default="../shared/data/celebamask-mini", metadata={"help": "dataset folder or hub id"})
+    val_count: int = field(default=100, metadata={"help": "pairs held out for validation (folder/hf/lapa train split)"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/validation split"})
+    image_column: str = field(default="image", metadata={"help": "hf: image column"})
+    label_column: str = field(default="label", metadata={"help": "hf: label-map column"})
+    image_size: int = field(default=256, metadata={"help": "square model input size"})
+    min_scale: float = field(default=0.8, metadata={"help": "augmentation: smallest zoom (<1 zooms out)"})
+    max_scale: float = field(default=1.2, metadata={"help": "augmentation: largest zoom"})
+    max_rotate_deg: float = field(default=15.0, metadata={"help": "augmentation: rotation range (degrees)"})
+    rare_repeat: int = field(default=2, metadata={"help": "times an image with a rare class is seen per epoch"})
+
+
+@dataclass
+class ModelArguments:
+    preset: str = field(default="small", metadata={"help": "architecture when training from scratch: small | swin-base"})
+    init_from: str | None = field(default=None, metadata={"help": "save_pretrained folder or hub id to fine-tune"})
+    num_queries: int | None = field(default=None, metadata={"help": "queries (default: classes for small)"})
+    matching: str = field(default="fixed", metadata={"help": "fixed (query k = class k) | hungarian (stock loss)"})
+    class_weight_power: float = field(default=0.5, metadata={"help": "0 = no class balancing"})
+    export_dir: str | None = field(default=None, metadata={"help": "write the best model here as a HF folder"})
+    export_fp16: bool = field(default=True, metadata={"help": "store exported weights in float16"})
+
+
+class ParserTrainer(Trainer):
+    """Trainer with the parser's loss; evaluation returns class scores for the metrics."""
+
+    def __init__(self, *args, matching: str, class_weights: torch.Tensor | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.matching, self.class_weights = matching, class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels_hw"]
+        weights = self.class_weights.to(labels.device) if self.class_weights is not None else None
+        if self.matching == "hungarian":
+            mask_labels, class_labels = hungarian_targets(labels, model.config.num_labels)
+            out = model(pixel_values=inputs["pixel_values"], mask_labels=mask_labels, class_labels=class_labels)
+            loss = out.loss + semantic_ce(out.class_queries_logits, out.masks_queries_logits, labels, weights)
+        else:
+            out = model(pixel_values=inputs["pixel_values"])
+            loss = fixed_assignment_loss(out.class_queries_logits, out.masks_queries_logits, labels, weights)
+        outputs = {"class_queries_logits": out.class_queries_logits, "masks_queries_logits": out.masks_queries_logits}
+        return (loss, outputs) if return_outputs else loss
+
+
+def label_maps_for_metrics(logits, labels):
+    """Keep only the predicted label map at the label size (saves memory during evaluation)."""
+    class_logits, mask_logits = logits
+    return label_map(semantic_scores(class_logits, mask_logits), size=tuple(labels.shape[-2:]))
+
+
+def metrics_fn(names):
+    def compute(eval_pred) -> dict:
+        cm = ConfusionMatrix(len(names))
+        cm.update(np.asarray(eval_pred.label_ids), np.asarray(eval_pred.predictions))
+        s = cm.scores(names)
+        out = {"mean_f1_foreground": s["mean_f1_foreground"], "mean_iou": s["mean_iou"],
+               "never_predicted": len(s["classes_never_predicted"])}
+        out.update({f"f1_{n}": v["f1"] or 0.0 for n, v in s["per_class"].items() if v["pixels"]})
+        return out
+    return compute
+
+
+class EvalHistory(TrainerCallback):
+    """Appends each evaluation with wall-clock training time to ``eval_history.jsonl`` (kept across resumes)."""
+
+    def __init__(self, path: Path):
+        self.path, self.start = path, time.time()
+        self.offset = 0.0
+        if path.is_file():
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self.offset = lines[-1]["elapsed_s"] if lines else 0.0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        row = {"epoch": state.epoch, "step": state.global_step,
+               "elapsed_s": round(self.offset + time.time() - self.start, 1), **(metrics or {})}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
+    """Open the dataset, split it, and wrap the parts for training and evaluation."""
+    train_base, val_base, train_idx, val_idx = open_dataset(data_args)
+    freq, has_rare = class_statistics(train_base, train_idx)
+    augment = AugmentConfig(size=data_args.image_size, min_scale=data_args.min_scale,
+                            max_scale=data_args.max_scale, max_rotate_deg=data_args.max_rotate_deg)
+    train = TrainingSubset(train_base, oversample(train_idx, has_rare, data_args.rare_repeat), augment, preprocess)
+    val = EvalSubset(val_base, val_idx, preprocess)
+    return train, val, freq, val_idx
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
+    data_args, model_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    train_args.remove_unused_columns = False
+    train_args.label_names = ["labels_hw"]
+    preprocess = PreprocessConfig(size=data_args.image_size)
+    try:
+        train_ds, val_ds, freq, val_idx = build_datasets(data_args, preprocess)
+    except DatasetError as exc:
+        sys.exit(f"dataset error: {exc}")
+    labels = train_ds.base.labels
+    model = (init_from_pretrained(model_args.init_from, labels) if model_args.init_from
+             else build_model(model_args.preset, labels, model_args.num_queries))
+    weights = balanced_class_weights(freq, model_args.class_weight_power) if model_args.class_weight_power else None
+    out_dir = Path(train_args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "split.json").write_text(json.dumps({"val_indices": val_idx}, indent=0))
+    trainer = ParserTrainer(
+        model=model, args=train_args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=collate,
+        compute_metrics=metrics_fn(list(labels.names)), preprocess_logits_for_metrics=label_maps_for_metrics,
+        callbacks=[EvalHistory(out_dir / "eval_history.jsonl")],
+        matching=model_args.matching, class_weights=weights,
+    )
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None)
+    metrics = trainer.evaluate()
+    if model_args.export_dir:
+        from model_training.export import export
+
+        export(trainer.model, preprocess, model_args.export_dir, val_ds, out_dir, fp16=model_args.export_fp16,
+               command=" ".join(["python -m model_training.train", *(argv if argv is not None else sys.argv[1:])]))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

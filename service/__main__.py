@@ -1,0 +1,26 @@
+"""``python -m service [--host H] [--port P]``: run the API with uvicorn (one model process)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Face parsing service")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level,
+                access_log=False, timeout_graceful_shutdown=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""App factory. The lifespan loads and warms the model, then starts the batcher.
+
+A model that fails to load leaves the app up with ``/readyz`` at 503 and the
+reason, so an orchestrator sees why instead of a crash loop without logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from face_parser.modeling import FaceParser
+from service.errors import ApiError, api_error_handler, unexpected_error_handler, validation_error_handler
+from service.inference import InferenceEngine
+from service.metrics import Metrics
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.routes import health, model_info, page, parse, recolor
+from service.routes.page import STATIC_DIR
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("service")
+
+
+def load_parser(settings: Settings) -> FaceParser:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    return FaceParser.load(settings.model_dir, device=settings.device, dtype=settings.dtype)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: Settings = app.state.settings
+    try:
+        parser = app.state.parser or await run_in_threadpool(load_parser, settings)
+        engine = InferenceEngine(parser, settings, app.state.metrics)
+        await run_in_threadpool(engine.warm_up)
+    except Exception as exc:  # keep serving /healthz and /readyz with the reason
+        app.state.not_ready_reason = f"model {settings.model_dir!r} failed to load: {type(exc).__name__}: {exc}"
+        log.error(app.state.not_ready_reason)
+        yield
+        return
+    engine.start()
+    app.state.metrics.model_info.labels(parser.version, str(parser.device), str(parser.dtype).removeprefix("torch.")).set(1)
+    app.state.engine = engine
+    log.info("model %s ready on %s (%s)", parser.version, parser.device, parser.dtype)
+    try:
+        yield
+    finally:
+        app.state.engine = None
+        app.state.not_ready_reason = "shutting down"
+        await engine.stop()
+
+
+def create_app(settings: Settings | None = None, parser: FaceParser | None = None) -> FastAPI:
+    """Build the app; ``parser`` lets tests inject a model built in memory."""
+    settings = settings or get_settings()
+    app = FastAPI(title="Face parser", version="0.1.0", lifespan=lifespan,
+                  description="MaskFormer face parsing (CelebAMask-HQ classes) with lip and hair recolouring.")
+    app.state.settings, app.state.parser, app.state.engine = settings, parser, None
+    app.state.not_ready_reason = "model is loading"
+    app.state.metrics = Metrics()
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+    for module in (parse, recolor, model_info, health, page):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    return app

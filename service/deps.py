@@ -1,0 +1,88 @@
+"""Dependencies shared by the routes, as ``Annotated`` aliases.
+
+The upload -> decode step and the queue -> forward step live here once, so the
+route handlers stay thin and every endpoint maps errors the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated
+
+import numpy as np
+import torch
+from fastapi import Depends, File, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from service.batcher import QueueFullError, QueueTimeoutError
+from service.errors import InferenceFailed, NotReady, Overloaded, PayloadTooLarge, QueueTimeout, Unauthorized
+from service.imaging import decode_image
+from service.inference import InferenceEngine, wait_unless_disconnected
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_engine(request: Request) -> InferenceEngine:
+    engine = request.app.state.engine
+    if engine is None:
+        raise NotReady(request.app.state.not_ready_reason, headers={"Retry-After": "5"})
+    return engine
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """When an API key is configured, accept ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    auth = request.headers.get("authorization", "")
+    given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(given.encode(), expected):
+        raise Unauthorized("a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_api_key_for_ops(request: Request, settings: SettingsDep) -> None:
+    if settings.protect_ops_endpoints:
+        require_api_key(request, settings)
+
+
+async def read_image(
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP or BMP photo")],
+) -> np.ndarray:
+    """The uploaded photo as ``(H, W, 3)`` uint8 RGB, decoded in a worker thread."""
+    data = await image.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"upload is larger than {settings.max_upload_bytes} bytes")
+    return await run_in_threadpool(decode_image, data, settings.max_image_pixels)
+
+
+PhotoDep = Annotated[np.ndarray, Depends(read_image)]
+
+
+async def run_model(request: Request, engine: InferenceEngine, image_hwc: np.ndarray) -> torch.Tensor:
+    """Queue the photo for a batched forward pass; errors become 503 / 504 / 500 JSON answers."""
+    try:
+        return await wait_unless_disconnected(request, engine.scores(image_hwc))
+    except QueueFullError as exc:
+        raise Overloaded(f"the service is at capacity ({exc}); retry shortly", headers={"Retry-After": "1"}) from None
+    except QueueTimeoutError as exc:
+        raise QueueTimeout(f"the request timed out in the queue: {exc}") from None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise InferenceFailed(f"inference failed for this batch: {type(exc).__name__}: {exc}") from None

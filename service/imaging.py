@@ -1,0 +1,84 @@
+"""Upload bytes -> RGB array, and arrays -> image bytes.
+
+The pixel limit is checked from the header, before any pixel is decoded, and
+Pillow's own decompression-bomb guard stays on as a backstop.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+
+ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
+OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode an upload to ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
+
+    Raises 400 (not an image, truncated), 415 (another format), 413 (too many pixels).
+    """
+    if not data:
+        raise InvalidImage("the uploaded file is empty")
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow raises DecompressionBombError at 2x this
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_header(im, max_pixels)
+                im.seek(0)  # animated images: the first frame
+                im.load()
+                return _to_rgb(ImageOps.exif_transpose(im))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PayloadTooLarge(f"image has too many pixels (limit {max_pixels})") from None
+    except UnidentifiedImageError:
+        raise InvalidImage("the upload is not a readable image (JPEG, PNG, WebP or BMP expected)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidImage(f"the image could not be decoded: {exc}") from None
+
+
+def _check_header(im: Image.Image, max_pixels: int) -> None:
+    if im.format not in ACCEPTED_FORMATS:
+        raise UnsupportedMediaType(f"image format {im.format} is not supported; send JPEG, PNG, WebP or BMP")
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise InvalidImage(f"image has an empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any mode (L, LA, P, RGBA, CMYK, 16-bit) -> RGB; transparency is composited on white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return np.repeat((arr / scale * 255).clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return np.asarray(im.convert("RGB"))
+
+
+def encode_image(image_hwc: np.ndarray, fmt: str, palette: np.ndarray | None = None) -> bytes:
+    """Encode ``(H, W, 3)`` RGB or ``(H, W)`` ids (palette PNG when ``palette`` is given)."""
+    pil_format, _ = OUTPUT_FORMATS[fmt]
+    if palette is not None:
+        ids_hw = np.ascontiguousarray(image_hwc, dtype=np.uint8)
+        im = Image.frombuffer("P", (ids_hw.shape[1], ids_hw.shape[0]), ids_hw.tobytes(), "raw", "P", 0, 1)
+        flat = np.zeros((256, 3), dtype=np.uint8)
+        flat[: len(palette)] = palette
+        im.putpalette(flat.ravel().tolist())
+    else:
+        im = Image.fromarray(image_hwc)
+    buf = io.BytesIO()
+    options = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 92}, "WEBP": {"quality": 90}}[pil_format]
+    im.save(buf, format=pil_format, **options)
+    return buf.getvalue()

@@ -1,0 +1,92 @@
+"""Pure ASGI middleware: body-size limit, request id, access log and request metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from service.metrics import Metrics
+
+log = logging.getLogger("service.access")
+
+
+class BodyLimitMiddleware:
+    """413 before reading more than ``max_bytes`` (declared Content-Length or streamed bytes)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _send_json(send, 413, "payload_too_large",
+                                    f"request body is {int(declared)} bytes; the limit is {self.max_bytes}")
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _send_json(send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Request id (``X-Request-ID``, taken from the client when sane), JSON access log, metrics.
+
+    The endpoint label is the matched route template, so unknown paths collapse
+    into one ``other`` series.
+    """
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "other"
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(elapsed)
+            log.info(json.dumps({"request_id": request_id, "method": scope.get("method"), "endpoint": endpoint,
+                                 "status": status, "ms": round(elapsed * 1000, 1)}))

@@ -1,0 +1,1 @@
+"""One router per resource: parse, recolor, model info, health/metrics, the web page."""

@@ -1,0 +1,65 @@
+"""POST /parse: a photo in, its parsing out (class-id PNG, colour PNG or COCO RLE JSON)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from face_parser.labels import LabelScheme
+from face_parser.postprocess import label_map_bounded
+from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key, run_model
+from service.errors import InvalidParameter
+from service.masks import class_id_png, color_png, rle_json
+
+router = APIRouter(tags=["parse"], dependencies=[Depends(require_api_key)])
+
+
+def parse_class_filter(classes: str | None, labels: LabelScheme) -> list[int] | None:
+    """``"hair,u_lip,12"`` -> class ids; names or ids, comma-separated."""
+    if not classes:
+        return None
+    ids = []
+    for token in (t.strip() for t in classes.split(",") if t.strip()):
+        if token.isdigit() and int(token) < len(labels):
+            ids.append(int(token))
+        elif token in labels.names:
+            ids.append(labels.id_of(token))
+        else:
+            raise InvalidParameter(f"classes: unknown class {token!r}; known: {', '.join(labels.names)}")
+    return ids
+
+
+def render(scores_khw: torch.Tensor, photo_hwc: np.ndarray, fmt: str, overlay: bool, opacity: float,
+           max_side: int, labels: LabelScheme, version: str, class_ids: list[int] | None):
+    """Post-process and encode (runs in a worker thread)."""
+    labels_hw = label_map_bounded(scores_khw, photo_hwc.shape[:2], max_side).numpy()
+    palette = labels.palette()
+    if fmt == "rle":
+        return rle_json(labels_hw, labels, version, class_ids)
+    if fmt == "color":
+        return color_png(labels_hw, palette, photo_hwc if overlay else None, opacity)
+    return class_id_png(labels_hw, palette)
+
+
+@router.post("/parse", summary="Parse a face photo into the model's classes",
+             responses={200: {"content": {"image/png": {}, "application/json": {}}}})
+async def parse(
+    request: Request, photo: PhotoDep, engine: EngineDep, settings: SettingsDep,
+    format: Annotated[Literal["png", "color", "rle"], Query(description="png: class ids; color: rendering; rle: COCO RLE JSON")] = "png",
+    overlay: Annotated[bool, Query(description="color: blend over the photo")] = False,
+    opacity: Annotated[float, Query(ge=0.0, le=1.0, description="color + overlay: weight of the colours")] = 0.5,
+    classes: Annotated[str | None, Query(description="rle: comma-separated class names or ids to include")] = None,
+) -> Response:
+    parser = engine.parser
+    class_ids = parse_class_filter(classes, parser.labels)
+    scores = await run_model(request, engine, photo)
+    body = await run_in_threadpool(render, scores, photo, format, overlay, opacity, settings.max_output_side,
+                                   parser.labels, parser.version, class_ids)
+    if format == "rle":
+        return JSONResponse(body)
+    return Response(body, media_type="image/png", headers={"X-Model-Version": parser.version})
