@@ -154,10 +154,13 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None)
     metrics = trainer.evaluate()
     if model_args.export_dir:
-        from model_training.export import export
+        from model_training.export import export_checkpoint
 
-        export(trainer.model, preprocess, model_args.export_dir, val_ds, out_dir, fp16=model_args.export_fp16,
-               command=" ".join(["python -m model_training.train", *(argv if argv is not None else sys.argv[1:])]))
+        best = out_dir / "best"
+        trainer.save_model(str(best))
+        command = " ".join(["python -m model_training.train", *(argv if argv is not None else sys.argv[1:])])
+        export_checkpoint(str(best), model_args.export_dir, data_args.image_size, data_args, str(out_dir),
+                          command, fp16=model_args.export_fp16)
     return metrics
 
 

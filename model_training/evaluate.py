@@ -1,0 +1,116 @@
+"""Evaluate a model folder: per-class F1 / IoU over the whole set, a bar chart and an overlay grid.
+
+    python -m model_training.evaluate --model models/face-parser \
+        --data_dir ../shared/data/celebamask-mini --val_count 100 --out reports/eval
+
+Predictions are made exactly as the service makes them (shared preprocessing
+and post-processing), at the label maps' own resolution (512 for CelebAMask-HQ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from face_parser.modeling import FaceParser
+from face_parser.postprocess import label_map
+from face_parser.preprocess import resize_rgb, to_pixel_values
+from model_training.metrics import ConfusionMatrix
+
+
+def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size``."""
+    resized = [resize_rgb(im, parser.preprocess.size) for im in images_hwc]
+    scores = parser.scores(to_pixel_values(resized, parser.preprocess))
+    return label_map(scores, size=size).numpy()
+
+
+def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,
+                    keep: int = 6) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Scores over ``indices`` and the first ``keep`` (image, truth, prediction) triples."""
+    cm = ConfusionMatrix(len(parser.labels))
+    kept = []
+    for start in tqdm(range(0, len(indices), batch_size), desc="evaluate"):
+        pairs = [dataset[i] for i in indices[start:start + batch_size]]
+        for image, truth in pairs:  # photos may differ in size: predict each at its own
+            pred = predict_label_maps(parser, [image], truth.shape)[0]
+            cm.update(truth, pred)
+            if len(kept) < keep:
+                kept.append((image, truth, pred))
+    report = cm.scores(list(parser.labels.names))
+    report.update({"model_version": parser.version, "images": len(indices)})
+    return report, kept
+
+
+def per_class_chart(report: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(n, v["f1"], v["iou"]) for n, v in report["per_class"].items() if v["pixels"] and n != "background"]
+    names, f1, iou = zip(*rows)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.bar(x - 0.2, [v or 0 for v in f1], 0.4, label="F1")
+    ax.bar(x + 0.2, [v or 0 for v in iou], 0.4, label="IoU")
+    ax.axhline(report["mean_f1_foreground"], color="k", ls="--", lw=1, label=f"mean F1 {report['mean_f1_foreground']:.3f}")
+    ax.set_xticks(x, names, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def overlay_grid(triples, palette: np.ndarray, path: Path, alpha: float = 0.55) -> None:
+    """Rows of photo | ground truth overlay | prediction overlay."""
+    from PIL import Image
+
+    rows = []
+    for image, truth, pred in triples:
+        def over(lbl):
+            return (image * (1 - alpha) + palette[lbl] * alpha).astype(np.uint8)
+        rows.append(np.concatenate([image, over(truth), over(pred)], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    Image.fromarray(grid).resize((grid.shape[1] // 2, grid.shape[0] // 2)).save(path)
+
+
+def write_report(report: dict, triples, palette, out_dir: Path, title: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    per_class_chart(report, out_dir / "per_class.png", title)
+    if triples:
+        overlay_grid(triples, palette, out_dir / "overlays.png")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from model_training.datasets.loaders import open_dataset
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="models/face-parser", help="model folder (or hub id when online)")
+    ap.add_argument("--dataset", default="folder", help="folder | celebamask-hq | hf | lapa")
+    ap.add_argument("--data_dir", default="../shared/data/celebamask-mini")
+    ap.add_argument("--val_count", type=int, default=100)
+    ap.add_argument("--split_seed", type=int, default=0)
+    ap.add_argument("--image_column", default="image")
+    ap.add_argument("--label_column", default="label")
+    ap.add_argument("--out", default="reports/eval")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    parser = FaceParser.load(args.model, device=args.device, dtype="float32")
+    _, val_base, _, val_idx = open_dataset(args)
+    report, triples = evaluate_parser(parser, val_base, val_idx)
+    write_report(report, triples, parser.labels.palette(), Path(args.out), f"{parser.version} on {len(val_idx)} held-out pairs")
+    print(json.dumps({k: report[k] for k in ("mean_f1_foreground", "mean_iou", "classes_never_predicted")}))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""End-to-end test of the web page: the real server on loopback, driven by headless Debian Chromium.
+
+Playwright for Python drives ``/usr/bin/chromium`` (installed by ``scripts/install_browser.sh``;
+``playwright install`` is never run: its browser download cannot be reached here). The server is
+started as ``python -m service`` with ``FACEPARSE_MODEL_DIR`` pointing at the tiny exported model of
+the ``tiny_model_dir`` fixture. Screenshots go to ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+SERVICE_MODULE = "service"  # run as `python -m service`
+READY_TIMEOUT_S = 60.0
+UI_TIMEOUT_MS = 60_000  # a tiny model on a busy 2-core CPU can still take a few seconds per request
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+# JS: pixels of an <img> (drawn onto a canvas) as {w, h, data: Uint8ClampedArray}.
+_JS_PIXELS = """
+(img) => {
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(img, 0, 0);
+  return { w: c.width, h: c.height, data: ctx.getImageData(0, 0, c.width, c.height).data };
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return "<no server log>"
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/install_browser.sh (Debian packages chromium, chromium-driver)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_model_dir, tmp_path_factory, chromium_path) -> str:
+    """The real service on a free loopback port, ready (GET /readyz is 200), stopped afterwards."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("web_page_server") / "server.log"
+    env = dict(os.environ)
+    env.pop("FACEPARSE_API_KEY", None)
+    env.update(
+        FACEPARSE_MODEL_DIR=str(tiny_model_dir),
+        FACEPARSE_DEVICE="cpu",
+        FACEPARSE_TORCH_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [sys.executable, "-m", SERVICE_MODULE, "--host", "127.0.0.1", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with code {proc.returncode} before it was ready:\n{_log_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2) as res:
+                    if res.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready within {READY_TIMEOUT_S:.0f} s:\n{_log_tail(log_path)}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser_context(chromium_path, tmp_path_factory):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - a broken install, not a reason to skip
+        pytest.fail("playwright is not installed: pip install -e '.[test]' (never `playwright install`)")
+    profile = tmp_path_factory.mktemp("chromium_profile")  # a fresh --user-data-dir
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(chromium_path),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            accept_downloads=True,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser_context, server_url):
+    page = browser_context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.console_errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))  # type: ignore[attr-defined]
+    page.goto(server_url + "/")
+    yield page
+    page.close()
+
+
+def _screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def _face_png(path: Path) -> Path:
+    """A synthetic, face-like 256x256 photo: skin ellipse, dark hair band, eyes, red lips."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (256, 256), (200, 215, 230))
+    d = ImageDraw.Draw(img)
+    d.rectangle([40, 150, 216, 256], fill=(70, 90, 140))  # shoulders
+    d.rectangle([104, 170, 152, 210], fill=(215, 170, 140))  # neck
+    d.ellipse([48, 20, 208, 120], fill=(60, 38, 25))  # hair, behind the face
+    d.ellipse([64, 40, 192, 200], fill=(225, 180, 150))  # face
+    d.chord([64, 30, 192, 110], 180, 360, fill=(60, 38, 25))  # fringe
+    for x in (96, 160):
+        d.ellipse([x - 12, 100, x + 12, 112], fill=(250, 250, 250))
+        d.ellipse([x - 5, 101, x + 5, 111], fill=(50, 40, 35))
+        d.line([x - 14, 90, x + 14, 88], fill=(70, 45, 30), width=4)  # brows
+    d.polygon([(128, 110), (120, 145), (136, 145)], fill=(205, 160, 130))  # nose
+    d.ellipse([104, 158, 152, 182], fill=(190, 30, 45))  # lips
+    d.line([106, 170, 150, 170], fill=(120, 20, 30), width=2)
+    img.save(path)
+    return path
+
+
+def _wait_state(page, *states: str) -> str:
+    page.wait_for_function(
+        "states => states.includes(document.body.dataset.state)", arg=list(states), timeout=UI_TIMEOUT_MS
+    )
+    return page.evaluate("document.body.dataset.state")
+
+
+def test_upload_parse_and_recolor(page, tmp_path):
+    # The legend comes from GET /v1/model.
+    page.wait_for_function("document.querySelectorAll('#legend .legend-item').length > 0")
+    assert page.locator("#legend .legend-item").first.inner_text().strip()
+
+    photo = _face_png(tmp_path / "face.png")
+    with page.expect_response(lambda r: "/parse" in r.url and r.request.method == "POST") as parse_info:
+        page.set_input_files("#file-input", str(photo))
+    parse_res = parse_info.value
+    assert parse_res.status == 200, parse_res.text()
+    page.wait_for_function(
+        "document.body.dataset.state !== 'busy'"
+        " && (document.querySelector('#result-img').getAttribute('src') || '').startsWith('blob:')"
+        " && (document.querySelector('#parsing-img').getAttribute('src') || '').startsWith('blob:')"
+        " || document.body.dataset.state === 'error'"
+    )
+    state = page.evaluate("document.body.dataset.state")
+    assert state == "ready", f"state {state!r}, error shown: {page.inner_text('#error')!r}"
+    assert page.locator("#error").is_hidden()
+
+    for sel in ("#original-img", "#parsing-img", "#result-img"):
+        page.wait_for_function(
+            "sel => { const i = document.querySelector(sel); return i.complete && i.naturalWidth > 0; }", arg=sel
+        )
+    assert page.evaluate("document.querySelector('#parsing-img').naturalWidth") > 0
+    download_href = page.get_attribute("#download-link", "href") or ""
+    assert download_href.startswith("blob:")
+    assert page.get_attribute("#download-link", "download")
+    _screenshot(page, "01-first-result")
+
+    first_src = page.get_attribute("#result-img", "src")
+    page.evaluate("() => { window.__firstResult = (%s)(document.querySelector('#result-img')); }" % _JS_PIXELS.strip())
+
+    with page.expect_response(lambda r: r.url.endswith("/recolor") and r.request.method == "POST") as recolor_info:
+        page.evaluate(
+            """() => {
+              const input = document.querySelector('#lip-color');
+              input.value = '#1e90ff';
+              input.dispatchEvent(new Event('input', { bubbles: true }));
+              input.dispatchEvent(new Event('change', { bubbles: true }));
+            }"""
+        )
+    recolor_res = recolor_info.value
+    assert recolor_res.status == 200, recolor_res.text()
+    form = recolor_res.request.post_data_buffer or b""
+    assert b'name="lip_color"' in form and b"#1e90ff" in form
+
+    page.wait_for_function(
+        "first => document.body.dataset.state !== 'busy'"
+        " && document.querySelector('#result-img').getAttribute('src') !== first"
+        " && document.querySelector('#result-img').complete"
+        " && document.querySelector('#result-img').naturalWidth > 0",
+        arg=first_src,
+    )
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+
+    diff = page.evaluate(
+        """() => {
+          const b = (%s)(document.querySelector('#result-img'));
+          const a = window.__firstResult;
+          if (a.w !== b.w || a.h !== b.h) return { sizes: [[a.w, a.h], [b.w, b.h]], changed: -1 };
+          let changed = 0;
+          for (let i = 0; i < a.data.length; i += 4) {
+            if (a.data[i] !== b.data[i] || a.data[i + 1] !== b.data[i + 1] || a.data[i + 2] !== b.data[i + 2]) changed++;
+          }
+          return { size: [b.w, b.h], changed };
+        }"""
+        % _JS_PIXELS.strip()
+    )
+    _screenshot(page, "02-lips-recolored")
+    assert diff["changed"] != -1, f"result size changed between recolours: {diff}"
+    assert diff["changed"] > 0, (
+        "changing the lip colour left the result pixel-identical; does the tiny model predict any lip pixels?"
+    )
+    assert not page.console_errors, page.console_errors  # type: ignore[attr-defined]
+
+
+def test_api_error_is_shown_in_words(page, tmp_path):
+    bogus = tmp_path / "not-a-photo.jpg"
+    bogus.write_text("This is a text file, not a JPEG.\n")
+    with page.expect_response(lambda r: "/parse" in r.url and r.request.method == "POST") as parse_info:
+        page.set_input_files("#file-input", str(bogus))
+    assert parse_info.value.status >= 400
+    assert _wait_state(page, "error", "ready") == "error"
+
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert error.get_attribute("role") == "alert"
+    text = error.inner_text().strip()
+    assert text and any(c.isalpha() for c in text), text
+    assert not text.lstrip().startswith("{"), f"raw JSON shown instead of words: {text!r}"
+    _screenshot(page, "03-api-error")
+
+
+def test_api_key_is_sent_when_given(page, tmp_path):
+    page.fill("#api-key", "secret-test-key")
+    photo = _face_png(tmp_path / "face.png")
+    with page.expect_request(lambda r: "/parse" in r.url and r.method == "POST") as req_info:
+        page.set_input_files("#file-input", str(photo))
+    assert req_info.value.headers.get("x-api-key") == "secret-test-key"
+    _wait_state(page, "ready", "error")
+
+
+def test_narrow_window_has_no_horizontal_scroll(page, tmp_path):
+    page.set_viewport_size({"width": 360, "height": 780})
+    photo = _face_png(tmp_path / "face.png")
+    page.set_input_files("#file-input", str(photo))
+    _wait_state(page, "ready", "error")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    _screenshot(page, "04-narrow")
+    assert overflow <= 0, f"page is {overflow}px wider than a 360px window"
