@@ -23,15 +23,19 @@ FROM ${BASE_IMAGE} AS builder
 ARG VARIANT
 # Keep in step with pyproject.toml and the Makefile (tests/test_deploy_files.py checks it).
 ARG TORCH_VERSION=2.13.0
-# PyTorch wheel index per variant: the CPU index avoids ~2.5 GB of CUDA wheels in the CPU image.
+# PyTorch wheel index per variant. The CPU index avoids ~3 GB of CUDA libraries in the CPU
+# image; PyPI's Linux torch wheel is the CUDA build of that release (to pick another CUDA
+# version use e.g. --build-arg TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128).
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
+ARG TORCH_CUDA_INDEX=https://pypi.org/simple
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 # Compilers only for the rare dependency without a wheel for this platform (e.g. pycocotools
-# on an exotic arch); they stay in this stage and never reach the runtime image.
+# on an exotic arch); they stay in this stage and never reach the runtime image. Not pinned:
+# they come from the base image's Debian release and leave no trace in the result.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc g++ libc6-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -49,7 +53,6 @@ RUN --mount=type=cache,target=/root/.cache/pip \
       cuda) torch_index="${TORCH_CUDA_INDEX}" ;; \
       *)    echo "VARIANT must be cpu or cuda, got '${VARIANT}'" >&2; exit 1 ;; \
     esac \
- && pip install --upgrade pip \
  && pip install --index-url "${torch_index}" "torch==${TORCH_VERSION}"
 
 # Project metadata and sources only (see .dockerignore); changing code does not
@@ -110,5 +113,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 
 # One uvicorn process holding one model per container (it listens on 0.0.0.0:8000 by
 # default); scale with replicas, not workers, so each replica batches its own queue.
-# Exec form: python is PID 1's child-free main process and gets SIGTERM for a graceful drain.
+# Exec form: SIGTERM reaches python directly, and uvicorn drains in-flight requests.
 CMD ["python", "-m", "service"]

@@ -22,7 +22,7 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 from transformers.trainer_utils import get_last_checkpoint
 
 from face_parser.labels import CELEBAMASK_HQ_SCHEME
-from face_parser.modeling import build_model, init_from_pretrained
+from face_parser.modeling import build_model, init_from_pretrained, save_model_folder
 from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
@@ -153,13 +153,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None)
     metrics = trainer.evaluate()
+    # the run folder itself becomes a loadable model folder (best model when load_best_model_at_end)
+    save_model_folder(trainer.model, preprocess, out_dir, version=f"{out_dir.name}-final", fp16=False)
     if model_args.export_dir:
         from model_training.export import export_checkpoint
 
-        best = out_dir / "best"
-        trainer.save_model(str(best))
         command = " ".join(["python -m model_training.train", *(argv if argv is not None else sys.argv[1:])])
-        export_checkpoint(str(best), model_args.export_dir, data_args.image_size, data_args, str(out_dir),
+        export_checkpoint(str(out_dir), model_args.export_dir, data_args.image_size, data_args, str(out_dir),
                           command, fp16=model_args.export_fp16)
     return metrics
 

@@ -14,9 +14,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from face_parser.modeling import FaceParser
-from service.errors import ApiError, api_error_handler, unexpected_error_handler, validation_error_handler
+from service.errors import (
+    ApiError, api_error_handler, http_error_handler, unexpected_error_handler, validation_error_handler,
+)
 from service.inference import InferenceEngine
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None, parser: FaceParser | None = Non
     app.state.metrics = Metrics()
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     for module in (parse, recolor, model_info, health, page):
         app.include_router(module.router)

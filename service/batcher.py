@@ -86,11 +86,16 @@ class Batcher(Generic[P, R]):
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
-        """Finish what is queued (bounded in time), then stop the loop."""
-        deadline = time.perf_counter() + drain_timeout_s
-        while not self.queue.empty() and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
+        """Finish what is queued and in flight (bounded in time), then stop the loop.
+
+        ``queue.join()`` also waits for the batch being collected or run: an empty
+        queue alone would cancel that last batch and leave its callers hanging.
+        """
         if self._task:
+            try:
+                await asyncio.wait_for(self.queue.join(), drain_timeout_s)
+            except asyncio.TimeoutError:
+                pass
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         while not self.queue.empty():
@@ -119,10 +124,16 @@ class Batcher(Generic[P, R]):
     async def _loop(self) -> None:
         while True:
             batch = await collect_batch(self.queue, self.max_batch_size, self.max_delay_s)
-            self.observer.queue_depth(self.queue.qsize())
-            live = [item for item in batch if not item.future.done()]
-            if live:
-                await self._run(live)
+            try:
+                self.observer.queue_depth(self.queue.qsize())
+                live = [item for item in batch if not item.future.done()]
+                if live:
+                    await self._run(live)
+            finally:  # also when stop() cancels this batch: its callers get an answer, join() its count
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(QueueTimeoutError("the service shut down before this request ran"))
+                    self.queue.task_done()
 
     async def _run(self, items: list[_Item[P]]) -> None:
         now = time.perf_counter()

@@ -16,7 +16,9 @@ from fastapi import Depends, File, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from service.batcher import QueueFullError, QueueTimeoutError
-from service.errors import InferenceFailed, NotReady, Overloaded, PayloadTooLarge, QueueTimeout, Unauthorized
+from service.errors import (
+    ClientClosedRequest, InferenceFailed, NotReady, Overloaded, PayloadTooLarge, QueueTimeout, Unauthorized,
+)
 from service.imaging import decode_image
 from service.inference import InferenceEngine, wait_unless_disconnected
 from service.metrics import Metrics
@@ -82,7 +84,7 @@ async def run_model(request: Request, engine: InferenceEngine, image_hwc: np.nda
         raise Overloaded(f"the service is at capacity ({exc}); retry shortly", headers={"Retry-After": "1"}) from None
     except QueueTimeoutError as exc:
         raise QueueTimeout(f"the request timed out in the queue: {exc}") from None
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ClientClosedRequest):
         raise
     except Exception as exc:
         raise InferenceFailed(f"inference failed for this batch: {type(exc).__name__}: {exc}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 
 class ApiError(Exception):
@@ -55,12 +56,27 @@ class InferenceFailed(ApiError):
     status, code = 500, "inference_failed"
 
 
+class ClientClosedRequest(ApiError):
+    """The client hung up while queued: nginx's 499 keeps it out of the 5xx counts and the error log."""
+
+    status, code = 499, "client_closed_request"
+
+
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
 async def api_error_handler(request: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def http_error_handler(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own errors (unknown path, wrong method, unreadable body) in our shape, not bare ``{"detail"}``."""
+    code = HTTP_ERROR_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:

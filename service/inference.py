@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from face_parser.modeling import FaceParser
 from face_parser.preprocess import resize_rgb, to_pixel_values
 from service.batcher import Batcher, BatchObserver
+from service.errors import ClientClosedRequest
 from service.settings import Settings
 
 
@@ -61,7 +62,7 @@ async def wait_unless_disconnected(request, coro, poll_s: float = 0.05):
                 return task.result()
             if await request.is_disconnected():
                 task.cancel()
-                raise asyncio.CancelledError("client disconnected")
+                raise ClientClosedRequest("the client disconnected while its request was queued")
     finally:
         if not task.done():
             task.cancel()

@@ -7,6 +7,8 @@ import logging
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
+
 from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
@@ -33,7 +35,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(413, f"request body exceeds {self.max_bytes} bytes")
             return message
 
         try:
@@ -42,8 +44,8 @@ class BodyLimitMiddleware:
             await _send_json(send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException so that FastAPI's body parsing re-raises it: any other error there becomes a 400."""
 
 
 async def _send_json(send, status: int, code: str, detail: str) -> None:

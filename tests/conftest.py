@@ -101,3 +101,123 @@ def client(make_client) -> TestClient:
 @pytest.fixture(scope="session")
 def face_png() -> bytes:
     return png_bytes(draw_face(200, seed=1)[0])
+
+
+# --- service suite helpers (tests/service/) ---------------------------------------------------------------
+
+# draw_face's flat colours, by CelebAMask-HQ class name: what OracleParser recognises.
+DRAW_FACE_COLORS = {
+    "cloth": (40, 90, 160), "neck": (220, 170, 140), "hair": (60, 40, 30), "skin": (230, 180, 150),
+    "l_eye": (250, 250, 250), "l_brow": (50, 30, 20), "nose": (200, 140, 120),
+    "u_lip": (200, 40, 60), "l_lip": (180, 30, 50),
+}
+
+
+class OracleParser(FaceParser):
+    """A parser that knows draw_face's colours: rich, image-specific label maps with no learned weights.
+
+    Scores are Gaussian in colour distance to each class colour (background a small constant), computed
+    per image at 1/4 of the input like MaskFormer's, so batching cannot mix images up unnoticed.
+    """
+
+    sigma = 0.04
+
+    @torch.inference_mode()
+    def scores(self, pixel_values_bchw: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.preprocess.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocess.std).view(1, 3, 1, 1)
+        rgb = torch.nn.functional.avg_pool2d(pixel_values_bchw.float() * std + mean, 4)
+        out = torch.zeros(rgb.shape[0], len(self.labels), *rgb.shape[-2:])
+        out[:, 0] = 0.02
+        for name, color in DRAW_FACE_COLORS.items():
+            dist2 = ((rgb - torch.tensor(color).view(1, 3, 1, 1) / 255.0) ** 2).sum(dim=1)
+            out[:, self.labels.id_of(name)] = torch.exp(-dist2 / (2 * self.sigma**2))
+        return out
+
+
+def parser_like(parser: FaceParser, cls: type, **changes) -> FaceParser:
+    """An instance of ``cls`` (a FaceParser subclass) sharing ``parser``'s fields; ``changes`` set fields or
+    the subclass's own attributes."""
+    fields = {name: getattr(parser, name) for name in FaceParser.__dataclass_fields__}
+    made = cls(**{**fields, **{k: v for k, v in changes.items() if k in fields}})
+    for name, value in changes.items():
+        if name not in fields:
+            setattr(made, name, value)
+    return made
+
+
+@pytest.fixture(scope="session")
+def oracle_parser(tiny_parser) -> FaceParser:
+    """OracleParser at a 128 input (32x32 score maps) with the tiny model's labels."""
+    return parser_like(tiny_parser, OracleParser, preprocess=PreprocessConfig(size=128))
+
+
+@pytest.fixture(scope="module")
+def make_module_client(tiny_model_dir):
+    """Like ``make_client`` but the clients live for the whole test module (one model warm-up)."""
+    clients = []
+
+    def factory(parser=None, **overrides) -> TestClient:
+        client = TestClient(create_app(make_settings(tiny_model_dir, **overrides), parser=parser),
+                            raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def image_bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    """Encode a PIL image (any mode) in ``fmt``."""
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 1-bit greyscale PNG of ``width x height`` pixels that compresses to a few tens of KB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row * 1000) for _ in range(height // 1000)) + packer.compress(row * (height % 1000))
+    idat += packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def exif_bytes(orientation: int | None = None, comment_size: int = 0) -> bytes:
+    """An EXIF block with an orientation tag and/or a large ImageDescription."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    if comment_size:
+        exif[0x010E] = "x" * comment_size
+    return exif.tobytes()
+
+
+def animated(fmt: str, size=(48, 40), colors=((255, 0, 0), (0, 0, 255))) -> bytes:
+    """A two-frame animation (GIF or WebP) whose first frame is ``colors[0]``."""
+    frames = [Image.new("RGB", size, c) for c in colors]
+    return image_bytes(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
+                       **({"lossless": True} if fmt == "WEBP" else {}))
+
+
+def metric(text: str, name: str, **labels) -> float | None:
+    """Value of one sample in Prometheus text output whose labels include ``labels`` (None when absent)."""
+    import re
+
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None

@@ -8,6 +8,8 @@ the ``tiny_model_dir`` fixture. Screenshots go to ``artifacts/screenshots/``.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import socket
 import subprocess
@@ -15,8 +17,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,14 +43,35 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 
-# JS: pixels of an <img> (drawn onto a canvas) as {w, h, data: Uint8ClampedArray}.
+# Init script: records the text fields of every FormData the page sends (Chromium does not expose
+# multipart bodies that hold a File to the driver), as window.__sent = [{url, fields}].
+_JS_RECORD_FORMS = """
+(() => {
+  window.__sent = [];
+  const realFetch = window.fetch.bind(window);
+  window.fetch = (input, init) => {
+    const body = init && init.body;
+    if (body instanceof FormData) {
+      const fields = {};
+      for (const [k, v] of body.entries()) if (typeof v === "string") fields[k] = v;
+      window.__sent.push({ url: String(input), fields });
+    }
+    return realFetch(input, init);
+  };
+})();
+"""
+
+# JS: pixels of an <img> (drawn onto a canvas) as {w, h, rgba: base64}.
 _JS_PIXELS = """
 (img) => {
   const c = document.createElement("canvas");
   c.width = img.naturalWidth; c.height = img.naturalHeight;
   const ctx = c.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(img, 0, 0);
-  return { w: c.width, h: c.height, data: ctx.getImageData(0, 0, c.width, c.height).data };
+  const data = ctx.getImageData(0, 0, c.width, c.height).data;
+  let bin = "";
+  for (let i = 0; i < data.length; i += 0x8000) bin += String.fromCharCode.apply(null, data.subarray(i, i + 0x8000));
+  return { w: c.width, h: c.height, rgba: btoa(bin) };
 }
 """
 
@@ -140,6 +165,7 @@ def page(browser_context, server_url):
     page.set_default_timeout(UI_TIMEOUT_MS)
     page.console_errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))  # type: ignore[attr-defined]
+    page.add_init_script(_JS_RECORD_FORMS)
     page.goto(server_url + "/")
     yield page
     page.close()
@@ -172,6 +198,35 @@ def _face_png(path: Path) -> Path:
     return path
 
 
+def _page_pixels(page, selector: str) -> np.ndarray:
+    """The pixels the page shows in ``selector`` (an <img>), as an (H, W, 3) uint8 array."""
+    got = page.evaluate("sel => (%s)(document.querySelector(sel))" % _JS_PIXELS.strip(), selector)
+    rgba = np.frombuffer(base64.b64decode(got["rgba"]), dtype=np.uint8)
+    return rgba.reshape(got["h"], got["w"], 4)[..., :3]
+
+
+def _last_recolor_fields(page) -> dict:
+    sent = page.evaluate("window.__sent.filter(s => s.url.endsWith('recolor'))")
+    assert sent, "the page sent no recolour request"
+    return sent[-1]["fields"]
+
+
+def _server_recolor(server_url: str, photo: Path, fields: dict) -> np.ndarray:
+    """The server's own answer to the same recolour request, as (H, W, 3) uint8."""
+    import httpx
+    from PIL import Image
+
+    res = httpx.post(server_url + "/recolor", data=fields,
+                     files={"image": (photo.name, photo.read_bytes(), "image/png")}, timeout=60)
+    assert res.status_code == 200, res.text
+    return np.asarray(Image.open(io.BytesIO(res.content)).convert("RGB"))
+
+
+def _changed_pixels(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape, f"image sizes differ: {a.shape} vs {b.shape}"
+    return int((np.abs(a.astype(int) - b.astype(int)).max(axis=-1) > 0).sum())
+
+
 def _wait_state(page, *states: str) -> str:
     page.wait_for_function(
         "states => states.includes(document.body.dataset.state)", arg=list(states), timeout=UI_TIMEOUT_MS
@@ -179,7 +234,7 @@ def _wait_state(page, *states: str) -> str:
     return page.evaluate("document.body.dataset.state")
 
 
-def test_upload_parse_and_recolor(page, tmp_path):
+def test_upload_parse_and_recolor(page, server_url, tmp_path):
     # The legend comes from GET /v1/model.
     page.wait_for_function("document.querySelectorAll('#legend .legend-item').length > 0")
     assert page.locator("#legend .legend-item").first.inner_text().strip()
@@ -210,7 +265,8 @@ def test_upload_parse_and_recolor(page, tmp_path):
     _screenshot(page, "01-first-result")
 
     first_src = page.get_attribute("#result-img", "src")
-    page.evaluate("() => { window.__firstResult = (%s)(document.querySelector('#result-img')); }" % _JS_PIXELS.strip())
+    first_fields = _last_recolor_fields(page)
+    first_pixels = _page_pixels(page, "#result-img")
 
     with page.expect_response(lambda r: r.url.endswith("/recolor") and r.request.method == "POST") as recolor_info:
         page.evaluate(
@@ -223,8 +279,6 @@ def test_upload_parse_and_recolor(page, tmp_path):
         )
     recolor_res = recolor_info.value
     assert recolor_res.status == 200, recolor_res.text()
-    form = recolor_res.request.post_data_buffer or b""
-    assert b'name="lip_color"' in form and b"#1e90ff" in form
 
     page.wait_for_function(
         "first => document.body.dataset.state !== 'busy'"
@@ -234,25 +288,32 @@ def test_upload_parse_and_recolor(page, tmp_path):
         arg=first_src,
     )
     assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
-
-    diff = page.evaluate(
-        """() => {
-          const b = (%s)(document.querySelector('#result-img'));
-          const a = window.__firstResult;
-          if (a.w !== b.w || a.h !== b.h) return { sizes: [[a.w, a.h], [b.w, b.h]], changed: -1 };
-          let changed = 0;
-          for (let i = 0; i < a.data.length; i += 4) {
-            if (a.data[i] !== b.data[i] || a.data[i + 1] !== b.data[i + 1] || a.data[i + 2] !== b.data[i + 2]) changed++;
-          }
-          return { size: [b.w, b.h], changed };
-        }"""
-        % _JS_PIXELS.strip()
-    )
     _screenshot(page, "02-lips-recolored")
-    assert diff["changed"] != -1, f"result size changed between recolours: {diff}"
-    assert diff["changed"] > 0, (
-        "changing the lip colour left the result pixel-identical; does the tiny model predict any lip pixels?"
-    )
+
+    second_fields = _last_recolor_fields(page)
+    assert second_fields.get("lip_color", "").lower() == "#1e90ff", second_fields
+    assert {k: v for k, v in second_fields.items() if k != "lip_color"} == {
+        k: v for k, v in first_fields.items() if k != "lip_color"
+    }
+    second_pixels = _page_pixels(page, "#result-img")
+
+    # The page shows exactly what the server answers for the fields it sent ...
+    expected_first = _server_recolor(server_url, photo, first_fields)
+    expected_second = _server_recolor(server_url, photo, second_fields)
+    assert _changed_pixels(first_pixels, expected_first) == 0, "first result is not the server's answer"
+    assert _changed_pixels(second_pixels, expected_second) == 0, "second result is not the server's answer"
+
+    # ... so the two results differ wherever the model sees lips.
+    server_changed = _changed_pixels(expected_first, expected_second)
+    page_changed = _changed_pixels(first_pixels, second_pixels)
+    if server_changed:
+        assert page_changed > 0, "the page kept showing the old result after the lip colour changed"
+    else:
+        warnings.warn(
+            "the model finds no lips on the test photo (a tiny random model may not), so the new lip colour "
+            "changed no pixel; checked instead that the page shows the server's answer to the new colour",
+            stacklevel=1,
+        )
     assert not page.console_errors, page.console_errors  # type: ignore[attr-defined]
 
 

@@ -379,6 +379,7 @@
       })
       .catch(function (e) {
         if (isAbort(e) || gen !== state.generation) return;
+        if (!state.hasResult) setPlaceholder(el.result, "No result");
         setError("recolor", e.message);
       })
       .finally(function () {
@@ -416,6 +417,7 @@
   el.fileInput.addEventListener("change", function () {
     var f = el.fileInput.files && el.fileInput.files[0];
     if (f) useFile(f);
+    el.fileInput.value = ""; // so that choosing the same file again (say, after fixing the key) runs again
   });
 
   // Drag and drop: the whole page refuses to navigate to a dropped file; the zone takes it.
