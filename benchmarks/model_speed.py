@@ -1,0 +1,54 @@
+"""Forward-pass speed of a model folder on this machine: ms per image at several batch sizes.
+
+    python -m benchmarks.model_speed [--model models/face-parser] [--batches 1 8] [--repeats 15]
+
+Median of repeated runs after warm-up; forward pass only (preprocessed input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from face_parser.modeling import FaceParser
+
+
+def time_forward(parser: FaceParser, batch: int, repeats: int) -> float:
+    """Median seconds of one forward pass at ``batch``."""
+    size = parser.preprocess.size
+    pixel_values = torch.randn(batch, 3, size, size)
+    for _ in range(3):
+        parser.scores(pixel_values)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        parser.scores(pixel_values)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="models/face-parser")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    parser = FaceParser.load(args.model, device=args.device)
+    results = {"model": parser.version, "device": str(parser.device), "dtype": str(parser.dtype),
+               "threads": torch.get_num_threads(), "ms_per_image": {}, "img_per_s": {}}
+    for batch in args.batches:
+        seconds = time_forward(parser, batch, args.repeats)
+        results["ms_per_image"][batch] = round(seconds / batch * 1000, 1)
+        results["img_per_s"][batch] = round(batch / seconds, 1)
+        print(f"batch {batch:3d}: {seconds / batch * 1000:7.1f} ms/image  {batch / seconds:7.1f} img/s")
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
