@@ -1,0 +1,44 @@
+"""The exported folder is a stock HF model: stock loading, preprocessing and post-processing agree with ours."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
+
+from face_parser.labels import CELEBAMASK_HQ_SCHEME, LabelScheme
+from face_parser.postprocess import class_probabilities, label_map, semantic_scores
+from face_parser.preprocess import PreprocessConfig, to_pixel_values
+from tests.conftest import TINY_INPUT, draw_face
+
+
+def test_stock_processor_and_postprocess_match_ours(tiny_model_dir, tiny_parser):
+    image, _ = draw_face(150, seed=3)
+    processor = AutoImageProcessor.from_pretrained(tiny_model_dir)
+    stock_pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
+    ours = to_pixel_values([image], PreprocessConfig.from_processor_dict(processor.to_dict()))
+    assert stock_pixels.shape == ours.shape == (1, 3, TINY_INPUT, TINY_INPUT)
+    torch.testing.assert_close(stock_pixels, ours, atol=2e-2, rtol=0)
+
+    model = AutoModelForUniversalSegmentation.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = model(pixel_values=ours)
+    stock = processor.post_process_semantic_segmentation(out, target_sizes=[(150, 150)])[0]
+    mine = label_map(semantic_scores(out.class_queries_logits, out.masks_queries_logits), size=(150, 150))[0]
+    np.testing.assert_array_equal(stock.numpy(), mine.numpy())
+
+
+def test_class_probabilities_sum_to_one_and_keep_argmax():
+    torch.manual_seed(0)
+    scores = semantic_scores(torch.randn(2, 19, 20), torch.randn(2, 19, 8, 8))
+    probs = class_probabilities(scores, size=(32, 32))
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, 32, 32))
+    assert torch.equal(probs.argmax(1).to(torch.uint8), label_map(scores, size=(32, 32)))
+
+
+def test_labels_travel_with_the_model(tiny_parser):
+    assert tiny_parser.labels == CELEBAMASK_HQ_SCHEME
+    assert tiny_parser.labels.id_of("hair") == 13
+    perm = CELEBAMASK_HQ_SCHEME.flip_permutation()
+    assert perm[4] == 5 and perm[5] == 4 and perm[8] == 9 and perm[13] == 13
+    assert LabelScheme.from_id2label({"0": "a", "1": "b"}).names == ("a", "b")
