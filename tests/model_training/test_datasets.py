@@ -1,0 +1,125 @@
+"""Each loader on small data written here in its real layout, and bad files named in errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from face_parser.labels import CELEBAMASK_HQ_SCHEME, LAPA_SCHEME
+from model_training import train
+from model_training.augment import AugmentConfig, augment_pair
+from model_training.datasets.base import DatasetError
+from model_training.datasets.celebamask_hq import CelebAMaskHQDataset
+from model_training.datasets.folders import FolderDataset
+from model_training.datasets.hf_datasets import HFSegmentationDataset
+from model_training.datasets.lapa import lapa_dataset
+from model_training.metrics import ConfusionMatrix
+from tests.conftest import draw_face
+
+
+def write_folder(root, n=3, size=64, mask_dir="masks", image_dir="images"):
+    (root / image_dir).mkdir(parents=True)
+    (root / mask_dir).mkdir(parents=True)
+    for i in range(n):
+        image, mask = draw_face(size, seed=i)
+        Image.fromarray(image).save(root / image_dir / f"{i}.jpg")
+        Image.fromarray(mask).save(root / mask_dir / f"{i}.png")
+
+
+def test_folder_dataset_yields_pairs(tmp_path):
+    write_folder(tmp_path)
+    ds = FolderDataset(tmp_path)
+    image, mask = ds[1]
+    assert len(ds) == 3 and image.shape == (64, 64, 3) and mask.shape == (64, 64)
+    assert mask.dtype == np.uint8 and 13 in mask
+
+
+@pytest.mark.parametrize("breakage", ["missing", "size", "class_id", "unreadable"])
+def test_bad_files_are_named(tmp_path, breakage):
+    write_folder(tmp_path)
+    bad = tmp_path / "masks" / "2.png"
+    if breakage == "missing":
+        bad.unlink()
+    elif breakage == "size":
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(bad)
+    elif breakage == "class_id":
+        Image.fromarray(np.full((64, 64), 40, np.uint8)).save(bad)
+    else:
+        bad = tmp_path / "images" / "2.jpg"
+        bad.write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match=str(bad)):
+        ds = FolderDataset(tmp_path)
+        ds[2]
+
+
+def test_training_stops_with_the_file_name(tmp_path, capsys):
+    write_folder(tmp_path, n=6)
+    (tmp_path / "masks" / "4.png").unlink()
+    with pytest.raises(SystemExit, match="4.png"):
+        train.main(["--data_dir", str(tmp_path), "--val_count", "1", "--output_dir", str(tmp_path / "run"),
+                    "--preset", "tiny", "--report_to", "none"])
+
+
+def test_celebamask_hq_official_layout_merges_parts_and_splits(tmp_path):
+    (tmp_path / "CelebA-HQ-img").mkdir()
+    anno = tmp_path / "CelebAMask-HQ-mask-anno" / "0"
+    anno.mkdir(parents=True)
+    for n in range(3):
+        Image.new("RGB", (1024, 1024), (n * 40, 100, 100)).save(tmp_path / "CelebA-HQ-img" / f"{n}.jpg")
+        skin = np.zeros((512, 512), np.uint8)
+        skin[100:400, 100:400] = 255
+        nose = np.zeros((512, 512), np.uint8)
+        nose[200:250, 200:250] = 255
+        Image.fromarray(skin).save(anno / f"{n:05d}_skin.png")
+        Image.fromarray(nose).save(anno / f"{n:05d}_nose.png")
+    (tmp_path / "CelebA-HQ-to-CelebA-mapping.txt").write_text(
+        "idx orig_idx orig_file\n0 10 000011.jpg\n1 20 000021.jpg\n2 30 000031.jpg\n")
+    (tmp_path / "list_eval_partition.txt").write_text("000011.jpg 0\n000021.jpg 1\n000031.jpg 0\n")
+    train_ds, val_ds = CelebAMaskHQDataset(tmp_path, "train"), CelebAMaskHQDataset(tmp_path, "val")
+    assert train_ds.indices == [0, 2] and val_ds.indices == [1]
+    image, mask = train_ds[0]
+    assert image.shape == (512, 512, 3)
+    assert mask[300, 300] == 1 and mask[220, 220] == 2 and mask[10, 10] == 0  # nose drawn over skin
+
+
+def test_hf_dataset_from_a_local_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    pairs = [draw_face(48, seed=i) for i in range(3)]
+    ds = datasets.Dataset.from_dict({"img": [Image.fromarray(p[0]) for p in pairs],
+                                     "seg": [Image.fromarray(p[1]) for p in pairs]})
+    ds.save_to_disk(str(tmp_path / "hf"))
+    loaded = HFSegmentationDataset(str(tmp_path / "hf"), image_column="img", label_column="seg")
+    image, mask = loaded[2]
+    np.testing.assert_array_equal(mask, pairs[2][1])
+    assert image.shape == (48, 48, 3)
+    with pytest.raises(DatasetError, match="columns"):
+        HFSegmentationDataset(str(tmp_path / "hf"), image_column="image", label_column="seg")
+
+
+def test_lapa_layout_has_its_own_scheme(tmp_path):
+    write_folder(tmp_path / "train", mask_dir="labels")
+    ds = lapa_dataset(tmp_path, "train")
+    assert ds.labels == LAPA_SCHEME and len(ds.labels) == 11
+    with pytest.raises(DatasetError, match="outside the label scheme"):
+        ds[0]  # the cartoon uses CelebAMask-HQ ids up to 18: not LaPa's
+
+
+def test_flip_swaps_left_and_right_classes():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:30, 5:15] = 4  # l_eye on the image's left
+    image = np.zeros((64, 64, 3), np.uint8)
+    cfg = AugmentConfig(size=64, min_scale=1, max_scale=1, max_rotate_deg=0, max_translate=0, flip_prob=1,
+                        color_jitter=0)
+    _, out = augment_pair(image, mask, cfg, CELEBAMASK_HQ_SCHEME.flip_permutation(), np.random.default_rng(0))
+    assert (out == 4).sum() == 0
+    assert (out[20:30, 49:59] == 5).mean() > 0.9
+
+
+def test_confusion_matrix_f1():
+    cm = ConfusionMatrix(3)
+    cm.update(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]))
+    s = cm.scores(["bg", "a", "b"])
+    assert s["per_class"]["a"]["f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert s["per_class"]["b"]["f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert s["mean_f1_foreground"] == pytest.approx(2 / 3, abs=1e-4)
