@@ -21,13 +21,12 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from face_parser.labels import CELEBAMASK_HQ_SCHEME
 from face_parser.modeling import build_model, init_from_pretrained, save_model_folder
 from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
 from model_training.data import (
-    EvalSubset, TrainingSubset, balanced_class_weights, class_statistics, collate, oversample, split_indices,
+    EvalSubset, TrainingSubset, balanced_class_weights, class_statistics, collate, oversample,
 )
 from model_training.datasets.base import DatasetError
 from model_training.datasets.loaders import open_dataset

@@ -76,21 +76,30 @@ def make_settings(model_dir: str, **overrides) -> Settings:
     return Settings(**{**base, **overrides})
 
 
-@pytest.fixture
-def make_client(tiny_model_dir):
-    """Factory: an entered TestClient (lifespan ran) over an app with the given settings overrides."""
+def _client_factory(model_dir: str):
+    """``(factory, close)``: the factory returns entered TestClients (lifespan ran); close exits them."""
     clients = []
 
     def factory(parser=None, **overrides) -> TestClient:
-        client = TestClient(create_app(make_settings(tiny_model_dir, **overrides), parser=parser),
+        client = TestClient(create_app(make_settings(model_dir, **overrides), parser=parser),
                             raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client
 
+    def close() -> None:
+        for c in clients:
+            c.__exit__(None, None, None)
+
+    return factory, close
+
+
+@pytest.fixture
+def make_client(tiny_model_dir):
+    """Factory: an entered TestClient over an app with the given settings overrides."""
+    factory, close = _client_factory(tiny_model_dir)
     yield factory
-    for c in clients:
-        c.__exit__(None, None, None)
+    close()
 
 
 @pytest.fixture
@@ -155,18 +164,9 @@ def oracle_parser(tiny_parser) -> FaceParser:
 @pytest.fixture(scope="module")
 def make_module_client(tiny_model_dir):
     """Like ``make_client`` but the clients live for the whole test module (one model warm-up)."""
-    clients = []
-
-    def factory(parser=None, **overrides) -> TestClient:
-        client = TestClient(create_app(make_settings(tiny_model_dir, **overrides), parser=parser),
-                            raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
+    factory, close = _client_factory(tiny_model_dir)
     yield factory
-    for c in clients:
-        c.__exit__(None, None, None)
+    close()
 
 
 def image_bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:

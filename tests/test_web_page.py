@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.live_server import live_server
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
-SERVICE_MODULE = "service"  # run as `python -m service`
 READY_TIMEOUT_S = 60.0
 UI_TIMEOUT_MS = 60_000  # a tiny model on a busy 2-core CPU can still take a few seconds per request
 CHROMIUM_ARGS = [
@@ -76,19 +70,6 @@ _JS_PIXELS = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "<no server log>"
-
-
 @pytest.fixture(scope="module")
 def chromium_path() -> Path:
     if not CHROMIUM.exists():
@@ -99,42 +80,9 @@ def chromium_path() -> Path:
 @pytest.fixture(scope="module")
 def server_url(tiny_model_dir, tmp_path_factory, chromium_path) -> str:
     """The real service on a free loopback port, ready (GET /readyz is 200), stopped afterwards."""
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("web_page_server") / "server.log"
-    env = dict(os.environ)
-    env.pop("FACEPARSE_API_KEY", None)
-    env.update(
-        FACEPARSE_MODEL_DIR=str(tiny_model_dir),
-        FACEPARSE_DEVICE="cpu",
-        FACEPARSE_TORCH_THREADS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    cmd = [sys.executable, "-m", SERVICE_MODULE, "--host", "127.0.0.1", "--port", str(port)]
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with code {proc.returncode} before it was ready:\n{_log_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as res:
-                    if res.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready within {READY_TIMEOUT_S:.0f} s:\n{_log_tail(log_path)}")
-            time.sleep(0.25)
+    with live_server(tiny_model_dir, log_path, READY_TIMEOUT_S, device="cpu", torch_threads=1) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")

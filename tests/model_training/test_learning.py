@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from face_parser.modeling import FaceParser
 from model_training import train
 from model_training.datasets.folders import FolderDataset
-from model_training.evaluate import evaluate_parser, predict_label_maps
+from model_training.evaluate import predict_label_maps
 from model_training.export import export_checkpoint
 from tests.conftest import draw_face
 

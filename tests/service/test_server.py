@@ -7,75 +7,30 @@ of requests from separate connections, and a client that hangs up while queued c
 from __future__ import annotations
 
 import io
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
 from tests.conftest import draw_face, metric, png_bytes
+from tests.live_server import log_tail, live_server
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 90.0
 BATCH_DELAY_MS = 1000  # the settings' maximum: a request waits this long for companions in its batch
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def log_tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "<no server log>"
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     """(base_url, port, log path) of a ready server; always terminated afterwards."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("service_server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPARSE_")}
-    env.update(FACEPARSE_MODEL_DIR=str(tiny_model_dir), FACEPARSE_DEVICE="cpu", FACEPARSE_TORCH_THREADS="1",
-               FACEPARSE_MAX_BATCH_SIZE="8", FACEPARSE_MAX_BATCH_DELAY_MS=str(BATCH_DELAY_MS),
-               FACEPARSE_LOG_LEVEL="warning", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with code {proc.returncode} before it was ready:\n{log_tail(log_path)}")
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready within {READY_TIMEOUT_S:.0f} s:\n{log_tail(log_path)}")
-            time.sleep(0.2)
+    with live_server(tiny_model_dir, log_path, device="cpu", torch_threads=1, max_batch_size=8,
+                     max_batch_delay_ms=BATCH_DELAY_MS, log_level="warning") as (base, port):
         yield base, port, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def metrics(base: str) -> str:
