@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    AutoModelForUniversalSegmentation, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 from face_parser.modeling import build_model, init_from_pretrained, save_model_folder
@@ -58,6 +60,20 @@ class ModelArguments:
     class_weight_power: float = field(default=0.5, metadata={"help": "0 = no class balancing"})
     export_dir: str | None = field(default=None, metadata={"help": "write the best model here as a HF folder"})
     export_fp16: bool = field(default=True, metadata={"help": "store exported weights in float16"})
+    max_train_minutes: float | None = field(
+        default=None, metadata={"help": "stop (evaluate and save) after this much wall-clock training time"})
+
+
+class TimeBudget(TrainerCallback):
+    """Ends training cleanly (evaluate, save) once the wall-clock budget is spent, so that a run
+    on a lent machine with a hard time limit always leaves a checkpoint behind."""
+
+    def __init__(self, minutes: float):
+        self.deadline = time.time() + 60 * minutes
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.time() > self.deadline:
+            control.should_training_stop = control.should_evaluate = control.should_save = True
 
 
 class ParserTrainer(Trainer):
@@ -116,6 +132,16 @@ class EvalHistory(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+def reload_best(trainer: Trainer) -> None:
+    """Load the best checkpoint again through ``from_pretrained``: the Trainer's own reload (transformers
+    5.24) reads the raw state dict and skips the decoder keys that checkpoints store under their
+    legacy names (``fc1`` for ``mlp.fc1``), leaving a mix of best and last weights."""
+    best = trainer.state.best_model_checkpoint
+    if trainer.args.load_best_model_at_end and best:
+        model = AutoModelForUniversalSegmentation.from_pretrained(best, use_safetensors=True, dtype=torch.float32)
+        trainer.model = trainer.model_wrapped = model.to(trainer.args.device)
+
+
 def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
     """Open the dataset, split it, and wrap the parts for training and evaluation."""
     train_base, val_base, train_idx, val_idx = open_dataset(data_args)
@@ -147,10 +173,12 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = ParserTrainer(
         model=model, args=train_args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=collate,
         compute_metrics=metrics_fn(list(labels.names)), preprocess_logits_for_metrics=label_maps_for_metrics,
-        callbacks=[EvalHistory(out_dir / "eval_history.jsonl")],
+        callbacks=[EvalHistory(out_dir / "eval_history.jsonl")]
+        + ([TimeBudget(model_args.max_train_minutes)] if model_args.max_train_minutes else []),
         matching=model_args.matching, class_weights=weights,
     )
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None)
+    reload_best(trainer)
     metrics = trainer.evaluate()
     # the run folder itself becomes a loadable model folder (best model when load_best_model_at_end)
     save_model_folder(trainer.model, preprocess, out_dir, version=f"{out_dir.name}-final", fp16=False)
@@ -158,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         from model_training.export import export_checkpoint
 
         command = " ".join(["python -m model_training.train", *(argv if argv is not None else sys.argv[1:])])
-        export_checkpoint(str(out_dir), model_args.export_dir, data_args.image_size, data_args, str(out_dir),
+        export_checkpoint(str(out_dir), model_args.export_dir, data_args.image_size, data_args, [str(out_dir)],
                           command, fp16=model_args.export_fp16)
     return metrics
 

@@ -48,7 +48,7 @@ def test_tiny_model_learns_then_exports_identically(tmp_path):
     assert after["eval_mean_f1_foreground"] > before["eval_mean_f1_foreground"] + 0.15, (before, after)
 
     export = tmp_path / "export"
-    report = export_checkpoint(str(run), str(export), 64, Args(data), str(run), "test", fp16=False,
+    report = export_checkpoint(str(run), str(export), 64, Args(data), [str(run)], "test", fp16=False,
                                reports_dir=str(tmp_path / "reports"))
     assert report["mean_f1_foreground"] == pytest.approx(after["eval_mean_f1_foreground"], abs=1e-3)
     assert (export / "README.md").read_text().count("| hair |") == 1
