@@ -17,10 +17,11 @@ import torch
 from face_parser.modeling import FaceParser
 
 
-def time_forward(parser: FaceParser, batch: int, repeats: int) -> float:
-    """Median seconds of one forward pass at ``batch``."""
-    size = parser.preprocess.size
-    pixel_values = torch.randn(batch, 3, size, size)
+def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: torch.Tensor | None = None) -> float:
+    """Median seconds of one forward pass at ``batch`` on ``pixel_values`` ``(batch, 3, S, S)`` (random if None)."""
+    if pixel_values is None:
+        size = parser.preprocess.size
+        pixel_values = torch.randn(batch, 3, size, size)
     for _ in range(3):
         parser.scores(pixel_values)
     times = []

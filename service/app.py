@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import anyio
 import torch
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -16,13 +17,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from face_parser.faces import FaceDetector
 from face_parser.modeling import FaceParser
 from service.errors import (
     ApiError, api_error_handler, http_error_handler, unexpected_error_handler, validation_error_handler,
 )
 from service.inference import InferenceEngine
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.memory import IdleTrimmer
+from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.routes import health, model_info, page, parse, recolor
 from service.routes.page import STATIC_DIR
 from service.settings import Settings, get_settings
@@ -39,9 +42,11 @@ def load_parser(settings: Settings) -> FaceParser:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
+    # each thread that touches torch keeps its own OpenMP pool: bound them (anyio's default is 40)
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
     try:
         parser = app.state.parser or await run_in_threadpool(load_parser, settings)
-        engine = InferenceEngine(parser, settings, app.state.metrics)
+        engine = InferenceEngine(parser, settings, app.state.metrics, app.state.detector)
         await run_in_threadpool(engine.warm_up)
     except Exception as exc:  # keep serving /healthz and /readyz with the reason
         app.state.not_ready_reason = f"model {settings.model_dir!r} failed to load: {type(exc).__name__}: {exc}"
@@ -60,12 +65,13 @@ async def lifespan(app: FastAPI):
         await engine.stop()
 
 
-def create_app(settings: Settings | None = None, parser: FaceParser | None = None) -> FastAPI:
-    """Build the app; ``parser`` lets tests inject a model built in memory."""
+def create_app(settings: Settings | None = None, parser: FaceParser | None = None,
+               detector: FaceDetector | None = None) -> FastAPI:
+    """Build the app; ``parser`` and ``detector`` let tests inject a model built in memory and a face stub."""
     settings = settings or get_settings()
     app = FastAPI(title="Face parser", version="0.1.0", lifespan=lifespan,
                   description="MaskFormer face parsing (CelebAMask-HQ classes) with lip and hair recolouring.")
-    app.state.settings, app.state.parser, app.state.engine = settings, parser, None
+    app.state.settings, app.state.parser, app.state.detector, app.state.engine = settings, parser, detector, None
     app.state.not_ready_reason = "model is loading"
     app.state.metrics = Metrics()
     app.add_exception_handler(ApiError, api_error_handler)
@@ -75,6 +81,10 @@ def create_app(settings: Settings | None = None, parser: FaceParser | None = Non
     for module in (parse, recolor, model_info, health, page):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    trimmer = IdleTrimmer(settings.idle_trim_s)
+    app.add_middleware(AdmissionMiddleware, paths={"/parse", "/recolor"}, limit=settings.in_flight_limit,
+                       timeout_s=settings.request_timeout_s, on_reject=app.state.metrics.rejected,
+                       on_busy=trimmer.busy, on_idle=trimmer.idle)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

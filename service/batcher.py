@@ -105,21 +105,34 @@ class Batcher(Generic[P, R]):
 
     async def submit(self, payload: P) -> R:
         """Queue one request and wait for its result (or raise QueueFullError / QueueTimeoutError)."""
-        future = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait(_Item(payload, future))
-        except asyncio.QueueFull:
+        return (await self.submit_many([payload]))[0]
+
+    async def submit_many(self, payloads: Sequence[P]) -> list[R]:
+        """Queue several items of one request together, all or none, and wait for all their results.
+
+        They enter the queue back to back, so they share a forward pass when they
+        fit in ``max_batch_size`` (a group photo's faces go through the model
+        together). One timeout covers them all; a failed batch fails the request.
+        """
+        free = self.queue.maxsize - self.queue.qsize()
+        if self.queue.maxsize > 0 and len(payloads) > free:
             self.observer.rejected("queue_full")
-            raise QueueFullError(f"{self.queue.maxsize} requests are already waiting") from None
+            raise QueueFullError(f"{self.queue.maxsize - free} requests are already waiting "
+                                 f"(queue size {self.queue.maxsize}, this request needs {len(payloads)} places)")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in payloads]
+        for payload, future in zip(payloads, futures):
+            self.queue.put_nowait(_Item(payload, future))
         self.observer.queue_depth(self.queue.qsize())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            return list(await asyncio.wait_for(asyncio.shield(asyncio.gather(*futures)), self.timeout_s))
         except asyncio.TimeoutError:
             self.observer.rejected("timeout")
             raise QueueTimeoutError(f"no result within {self.timeout_s:g} s") from None
         finally:
-            if not future.done():
-                future.cancel()  # timed out or the caller went away: skip it in the batch
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # timed out or the caller went away: skip it in the batch
 
     async def _loop(self) -> None:
         while True:

@@ -76,10 +76,10 @@ async def read_image(
 PhotoDep = Annotated[np.ndarray, Depends(read_image)]
 
 
-async def run_model(request: Request, engine: InferenceEngine, image_hwc: np.ndarray) -> torch.Tensor:
-    """Queue the photo for a batched forward pass; errors become 503 / 504 / 500 JSON answers."""
+async def run_model(request: Request, engine: InferenceEngine, images_hwc: list[np.ndarray]) -> list[torch.Tensor]:
+    """Queue a request's images (a photo, or its faces) for batched forward passes; errors become 503 / 504 / 500."""
     try:
-        return await wait_unless_disconnected(request, engine.scores(image_hwc))
+        return await wait_unless_disconnected(request, engine.scores(images_hwc))
     except QueueFullError as exc:
         raise Overloaded(f"the service is at capacity ({exc}); retry shortly", headers={"Retry-After": "1"}) from None
     except QueueTimeoutError as exc:

@@ -1,7 +1,10 @@
 """Upload bytes -> RGB array, and arrays -> image bytes.
 
-The pixel limit is checked from the header, before any pixel is decoded, and
-Pillow's own decompression-bomb guard stays on as a backstop.
+The service's pixel limit is checked from the header, before any pixel is decoded, and
+Pillow's own decompression-bomb guard stays on as a backstop. Decoding touches no
+process-wide state: ``Image.MAX_IMAGE_PIXELS`` keeps Pillow's default (an error above
+twice it, ~179 M pixels, whatever the service's limit), so concurrent requests and other
+Pillow users in the process cannot see each other's limits.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 
+# Between 1x and 2x its limit Pillow only warns, before our header check runs; the check refuses or
+# allows those sizes by the service's own limit, so the warning would add nothing but log lines (and
+# an entry per distinct size in PIL.Image's warning registry). Silenced once, at import.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode an upload to ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
@@ -25,17 +33,15 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """
     if not data:
         raise InvalidImage("the uploaded file is empty")
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow raises DecompressionBombError at 2x this
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                _check_header(im, max_pixels)
-                im.seek(0)  # animated images: the first frame
-                im.load()
-                return _to_rgb(ImageOps.exif_transpose(im))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PayloadTooLarge(f"image has too many pixels (limit {max_pixels})") from None
+        with Image.open(io.BytesIO(data)) as im:
+            _check_header(im, max_pixels)
+            im.seek(0)  # animated images: the first frame
+            im.load()
+            return _to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError:  # Pillow's backstop: more than 2 x Image.MAX_IMAGE_PIXELS
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise PayloadTooLarge(f"image has too many pixels (limit {limit})") from None
     except UnidentifiedImageError:
         raise InvalidImage("the upload is not a readable image (JPEG, PNG, WebP or BMP expected)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

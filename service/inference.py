@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from face_parser.faces import FaceDetector, HaarFaceDetector
 from face_parser.modeling import FaceParser
 from face_parser.preprocess import resize_rgb, to_pixel_values
 from service.batcher import Batcher, BatchObserver
@@ -21,11 +22,18 @@ from service.errors import ClientClosedRequest
 from service.settings import Settings
 
 
-class InferenceEngine:
-    """Owns the parser and its batcher; ``await engine.scores(image)`` gives ``(K, h, w)`` scores."""
+def make_detector(settings: Settings) -> HaarFaceDetector:
+    return HaarFaceDetector(min_face=settings.face_min_size, max_side=settings.face_detect_max_side,
+                            profile=settings.face_profile)
 
-    def __init__(self, parser: FaceParser, settings: Settings, observer: BatchObserver | None = None):
+
+class InferenceEngine:
+    """Owns the parser, its batcher and the face detector; ``await engine.scores(images)`` gives ``(K, h, w)`` each."""
+
+    def __init__(self, parser: FaceParser, settings: Settings, observer: BatchObserver | None = None,
+                 detector: FaceDetector | None = None):
         self.parser = parser
+        self.detector = detector or make_detector(settings)
         self.batcher: Batcher[np.ndarray, torch.Tensor] = Batcher(
             self._predict, settings.max_batch_size, settings.max_batch_delay_ms / 1000.0,
             settings.max_queue_size, settings.request_timeout_s, observer,
@@ -40,10 +48,13 @@ class InferenceEngine:
         size = self.parser.preprocess.size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         self._predict([blank] * self.batcher.max_batch_size)
+        self.detector(blank)
 
-    async def scores(self, image_hwc: np.ndarray) -> torch.Tensor:
-        resized = await run_in_threadpool(resize_rgb, image_hwc, self.parser.preprocess.size)
-        return await self.batcher.submit(resized)
+    async def scores(self, images_hwc: list[np.ndarray]) -> list[torch.Tensor]:
+        """Scores for several images of one request, queued together (see ``Batcher.submit_many``)."""
+        size = self.parser.preprocess.size
+        resized = await run_in_threadpool(lambda: [resize_rgb(im, size) for im in images_hwc])
+        return await self.batcher.submit_many(resized)
 
     def start(self) -> None:
         self.batcher.start()

@@ -80,8 +80,8 @@ def _client_factory(model_dir: str):
     """``(factory, close)``: the factory returns entered TestClients (lifespan ran); close exits them."""
     clients = []
 
-    def factory(parser=None, **overrides) -> TestClient:
-        client = TestClient(create_app(make_settings(model_dir, **overrides), parser=parser),
+    def factory(parser=None, detector=None, **overrides) -> TestClient:
+        client = TestClient(create_app(make_settings(model_dir, **overrides), parser=parser, detector=detector),
                             raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-import torch
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from face_parser.labels import LabelScheme
-from face_parser.postprocess import label_map_bounded
-from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key, run_model
+from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
+from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
 from service.masks import class_id_png, color_png, rle_json
 
 router = APIRouter(tags=["parse"], dependencies=[Depends(require_api_key)])
@@ -25,7 +24,7 @@ def parse_class_filter(classes: str | None, labels: LabelScheme) -> list[int] | 
         return None
     ids = []
     for token in (t.strip() for t in classes.split(",") if t.strip()):
-        if token.isdigit() and int(token) < len(labels):
+        if token.isascii() and token.isdigit() and int(token) < len(labels):
             ids.append(int(token))
         elif token in labels.names:
             ids.append(labels.id_of(token))
@@ -34,13 +33,13 @@ def parse_class_filter(classes: str | None, labels: LabelScheme) -> list[int] | 
     return ids
 
 
-def render(scores_khw: torch.Tensor, photo_hwc: np.ndarray, fmt: str, overlay: bool, opacity: float,
+def render(parsing: Parsing, photo_hwc: np.ndarray, fmt: str, overlay: bool, opacity: float,
            max_side: int, labels: LabelScheme, version: str, class_ids: list[int] | None):
     """Post-process and encode (runs in a worker thread)."""
-    labels_hw = label_map_bounded(scores_khw, photo_hwc.shape[:2], max_side).numpy()
+    labels_hw = parsing.label_map(photo_hwc.shape[:2], max_side)
     palette = labels.palette()
     if fmt == "rle":
-        return rle_json(labels_hw, labels, version, class_ids)
+        return {**rle_json(labels_hw, labels, version, class_ids), **parsing.summary()}
     if fmt == "color":
         return color_png(labels_hw, palette, photo_hwc if overlay else None, opacity)
     return class_id_png(labels_hw, palette)
@@ -54,12 +53,14 @@ async def parse(
     overlay: Annotated[bool, Query(description="color: blend over the photo")] = False,
     opacity: Annotated[float, Query(ge=0.0, le=1.0, description="color + overlay: weight of the colours")] = 0.5,
     classes: Annotated[str | None, Query(description="rle: comma-separated class names or ids to include")] = None,
+    faces: Annotated[FacesMode, Query(description=FACES_DESCRIPTION)] = "auto",
 ) -> Response:
     parser = engine.parser
     class_ids = parse_class_filter(classes, parser.labels)
-    scores = await run_model(request, engine, photo)
-    body = await run_in_threadpool(render, scores, photo, format, overlay, opacity, settings.max_output_side,
+    parsing = await parse_photo(request, engine, photo, faces, settings)
+    body = await run_in_threadpool(render, parsing, photo, format, overlay, opacity, settings.max_output_side,
                                    parser.labels, parser.version, class_ids)
+    headers = {"X-Model-Version": parser.version, **parsing.headers()}
     if format == "rle":
-        return JSONResponse(body)
-    return Response(body, media_type="image/png", headers={"X-Model-Version": parser.version})
+        return JSONResponse(body, headers=headers)
+    return Response(body, media_type="image/png", headers=headers)

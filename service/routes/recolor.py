@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-import torch
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from face_parser.labels import LabelScheme
-from face_parser.postprocess import class_probabilities
-from service.deps import EngineDep, PhotoDep, require_api_key, run_model
+from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
+from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
 from service.imaging import OUTPUT_FORMATS, encode_image
 from service.recolor import HAIR_PARTS, LIP_PARTS, TEETH_PARTS, ColorRequest, parse_hex_color, recolor
 
@@ -29,36 +28,63 @@ def color_request(field: str, value: str | None, intensity: float) -> ColorReque
         raise InvalidParameter(f"{field}: {exc}") from None
 
 
-def part_probabilities(scores_khw: torch.Tensor, labels: LabelScheme, size: tuple[int, int], parts) -> dict:
-    """Full-size probabilities of just the parts the recolouring needs."""
-    probs_khw = class_probabilities(scores_khw[None])[0]
+def parse_face_indices(value: str | None, faces: FacesMode) -> list[int] | None:
+    """``"0,2"`` -> [0, 2]: the faces to recolour (all when empty)."""
+    if value is None or not value.strip():
+        return None
+    if faces == "whole":
+        raise InvalidParameter("face_indices: choosing faces needs faces=auto")
+    tokens = [t.strip() for t in value.split(",") if t.strip()]
+    if not all(t.isascii() and t.isdigit() for t in tokens):
+        raise InvalidParameter(f"face_indices: {value!r} must be comma-separated face numbers such as 0,2")
+    return sorted({int(t) for t in tokens})
+
+
+def check_face_indices(indices: list[int] | None, parsing: Parsing) -> None:
+    if indices is None or parsing.faces is None:
+        return
+    found = len(parsing.faces)
+    if indices[-1] >= found:
+        allowed = f"0..{found - 1}" if found else "none"
+        raise InvalidParameter(f"face_indices: face {indices[-1]} does not exist; {found} faces found ({allowed})")
+
+
+def part_probabilities(parsing: Parsing, labels: LabelScheme, size: tuple[int, int], parts,
+                       face_indices: list[int] | None) -> dict:
+    """Full-size probabilities of just the parts the recolouring needs (of the chosen faces)."""
     ids = {name: labels.id_of(name) for name in parts if name in labels.names}
     if not ids:
         return {}
-    chosen = probs_khw[list(ids.values())][None]
-    full = torch.nn.functional.interpolate(chosen, size=size, mode="bilinear", align_corners=False)[0]
+    full = parsing.probabilities(size, list(ids.values()), face_indices)
     return {name: full[i].numpy() for i, name in enumerate(ids)}
 
 
-def render(scores_khw, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str) -> bytes:
+def render(parsing: Parsing, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str,
+           face_indices: list[int] | None) -> bytes:
     parts = (LIP_PARTS + TEETH_PARTS if lips else ()) + (HAIR_PARTS if hair else ())
-    probs = part_probabilities(scores_khw, labels, photo_hwc.shape[:2], parts)
+    probs = part_probabilities(parsing, labels, photo_hwc.shape[:2], parts, face_indices)
     return encode_image(recolor(photo_hwc, probs, lips, hair), fmt)
 
 
 @router.post("/recolor", summary="Recolour lips and/or hair; returns the photo at its original size")
 async def recolor_photo(
-    request: Request, photo: PhotoDep, engine: EngineDep,
+    request: Request, photo: PhotoDep, engine: EngineDep, settings: SettingsDep,
     lip_color: Annotated[str | None, Form(description="#RRGGBB")] = None,
     hair_color: Annotated[str | None, Form(description="#RRGGBB")] = None,
     lip_intensity: Annotated[float, Form(ge=0.0, le=1.0)] = 0.7,
     hair_intensity: Annotated[float, Form(ge=0.0, le=1.0)] = 0.8,
     format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
+    faces: Annotated[FacesMode, Form(description=FACES_DESCRIPTION)] = "auto",
+    face_indices: Annotated[str | None, Form(description="faces=auto: comma-separated face numbers to recolour "
+                                             "(as listed by /parse?format=rle, left to right); default all")] = None,
 ) -> Response:
     lips = color_request("lip_color", lip_color, lip_intensity)
     hair = color_request("hair_color", hair_color, hair_intensity)
     if lips is None and hair is None:
         raise InvalidParameter("give lip_color and/or hair_color as #RRGGBB")
-    scores = await run_model(request, engine, photo)
-    body = await run_in_threadpool(render, scores, photo, engine.parser.labels, lips, hair, format)
-    return Response(body, media_type=OUTPUT_FORMATS[format][1], headers={"X-Model-Version": engine.parser.version})
+    indices = parse_face_indices(face_indices, faces)
+    parsing = await parse_photo(request, engine, photo, faces, settings)
+    check_face_indices(indices, parsing)
+    body = await run_in_threadpool(render, parsing, photo, engine.parser.labels, lips, hair, format, indices)
+    return Response(body, media_type=OUTPUT_FORMATS[format][1],
+                    headers={"X-Model-Version": engine.parser.version, **parsing.headers()})

@@ -1,12 +1,16 @@
 """Fuzzing the upload path (Hypothesis) and the whole API from its own OpenAPI schema (Schemathesis).
 
 Whatever comes in, the answer is a 200 or a 4xx in the API's JSON error shape, never a 5xx, and the
-service keeps answering. Both are bounded so the suite stays fast on a small CPU.
+service keeps answering. Both are bounded so the suite stays fast on a small CPU. Every request the
+fuzzers send is counted by answer class and the totals end pytest's terminal summary:
+
+    python -m pytest tests/service/test_fuzz.py -q    # ... "fuzz: N requests ... 5xx 0"
 """
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 import pytest
 import schemathesis
@@ -19,6 +23,37 @@ from service.app import create_app
 from tests.conftest import draw_face, image_bytes, make_settings, png_bytes
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+
+SENT: Counter = Counter()  # (fuzzer, "2xx" | "4xx" | "5xx" | other status) -> requests
+
+
+def record(fuzzer: str, status: int) -> None:
+    SENT[fuzzer, f"{status // 100}xx" if status >= 200 else str(status)] += 1
+
+
+class FuzzSummary:
+    """A pytest plugin (registered by the module fixture below) that prints SENT after the run."""
+
+    @staticmethod
+    def pytest_terminal_summary(terminalreporter) -> None:
+        if not SENT:
+            return
+        per_fuzzer, per_class = Counter(), Counter()
+        for (fuzzer, answer), n in SENT.items():
+            per_fuzzer[fuzzer] += n
+            per_class[answer] += n
+        terminalreporter.write_sep("-", "fuzz")
+        terminalreporter.write_line(
+            f"fuzz: {sum(SENT.values())} requests ("
+            + ", ".join(f"{fuzzer} {n}" for fuzzer, n in per_fuzzer.items()) + "); answers "
+            + ", ".join(f"{answer} {per_class[answer]}" for answer in sorted(per_class))
+            + ("" if "5xx" in per_class else ", 5xx 0"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fuzz_summary(request):
+    if not request.config.pluginmanager.has_plugin("face-parser-fuzz-summary"):
+        request.config.pluginmanager.register(FuzzSummary(), "face-parser-fuzz-summary")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +99,9 @@ def test_random_bytes_never_cause_a_server_error(api):
     @given(data=st.binary(max_size=4096), filename=st.text(max_size=20),
            content_type=st.sampled_from(["image/png", "image/jpeg", "application/octet-stream", "text/plain"]))
     def check(data, filename, content_type):
-        assert_ok_or_client_error(api.post("/parse", files={"image": (filename or "x", data, content_type)}))
+        r = api.post("/parse", files={"image": (filename or "x", data, content_type)})
+        record("random bytes", r.status_code)
+        assert_ok_or_client_error(r)
 
     check()
     assert_still_serving(api)
@@ -75,6 +112,7 @@ def test_mutated_images_never_cause_a_server_error(api):
     @given(data=mutated_images(), fmt=st.sampled_from(["png", "color", "rle"]))
     def check(data, fmt):
         r = api.post("/parse", params={"format": fmt}, files={"image": ("a", data, "application/octet-stream")})
+        record("mutated images /parse", r.status_code)
         assert_ok_or_client_error(r)
         if r.status_code == 200 and fmt != "rle":
             with Image.open(io.BytesIO(r.content)) as im:
@@ -89,7 +127,9 @@ def test_mutated_images_on_recolor_never_cause_a_server_error(api):
     @given(data=mutated_images(), color=st.text(max_size=8), intensity=st.floats(allow_nan=True))
     def check(data, color, intensity):
         form = {"lip_color": color, "hair_color": "#102030", "lip_intensity": str(intensity)}
-        assert_ok_or_client_error(api.post("/recolor", data=form, files={"image": ("a", data, "image/png")}))
+        r = api.post("/recolor", data=form, files={"image": ("a", data, "image/png")})
+        record("mutated images /recolor", r.status_code)
+        assert_ok_or_client_error(r)
 
     check()
     assert_still_serving(api)
@@ -122,6 +162,7 @@ def test_openapi_operations_never_answer_5xx(api_schema, mode):
             if case.path == "/recolor":
                 case.body["lip_color"] = "#c81e3c"
         response = case.call()
+        record(f"OpenAPI {mode.value}", response.status_code)
         seen.add((case.method.upper(), case.path, response.status_code))
         case.validate_response(response, checks=[not_a_server_error])
         if response.status_code >= 400:

@@ -17,7 +17,9 @@ def api(make_module_client):
 
 
 def parse(client, **kw):
-    return client.post("/parse", files={"image": ("a.png", png_bytes(draw_face(64)[0]), "image/png")}, **kw)
+    """One whole-photo request: one item through the batcher (face finding would queue each face)."""
+    return client.post("/parse", params={"faces": "whole"},
+                       files={"image": ("a.png", png_bytes(draw_face(64)[0]), "image/png")}, **kw)
 
 
 def test_healthz(api):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -13,12 +16,6 @@ from service.imaging import decode_image, encode_image
 from tests.conftest import animated, draw_face, exif_bytes, image_bytes, png_bomb, png_bytes
 
 LIMIT = 4_000_000
-
-
-@pytest.fixture(autouse=True)
-def _restore_pillow_limit(monkeypatch):
-    """decode_image sets Pillow's process-wide pixel limit; tiny limits here must not leak to other tests."""
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
 
 
 def test_png_round_trips_exactly():
@@ -118,6 +115,48 @@ def test_decompression_bomb_is_refused():
     assert len(bomb) < 200_000  # small on the wire, 400 megapixels when decoded
     with pytest.raises(PayloadTooLarge):
         decode_image(bomb, LIMIT)
+
+
+def test_decoding_leaves_process_wide_state_alone():
+    """No per-request change to Pillow's global limit or to the warning filters (neither is thread-safe)."""
+    pillow_limit, filters = Image.MAX_IMAGE_PIXELS, list(warnings.filters)
+    small = png_bytes(np.zeros((30, 40, 3), np.uint8))
+    decode_image(small, 1200)
+    for data, limit in ((small, 1199), (png_bomb(20000, 20000), LIMIT)):
+        with pytest.raises(PayloadTooLarge):
+            decode_image(data, limit)
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit
+    assert warnings.filters == filters
+
+
+def test_pillow_bomb_guard_stays_on_above_the_configured_limit():
+    """A limit set higher than Pillow's guard does not switch the guard off: 400 M pixels are still refused."""
+    assert Image.MAX_IMAGE_PIXELS is not None
+    with pytest.raises(PayloadTooLarge, match=f"limit {2 * Image.MAX_IMAGE_PIXELS}"):
+        decode_image(png_bomb(20000, 20000), 10**12)
+
+
+def test_concurrent_decodes_with_different_limits_do_not_interfere():
+    """Each call is judged by its own limit only. (A per-call global made these race; threads switch
+    every microsecond here so that such a race would show.)"""
+    small = png_bytes(np.zeros((30, 40, 3), np.uint8))  # 1200 pixels
+    face = png_bytes(draw_face(64, seed=4)[0])  # 4096 pixels: over twice 1199
+
+    def decode(i: int) -> str:
+        data, limit = (small, 1199) if i % 2 else (face, LIMIT)
+        try:
+            return f"{decode_image(data, limit).shape}"
+        except PayloadTooLarge:
+            return "413"
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(decode, range(400)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert results == ["413" if i % 2 else "(64, 64, 3)" for i in range(400)]
 
 
 def test_huge_exif_block_is_fine():

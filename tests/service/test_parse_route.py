@@ -30,6 +30,8 @@ def oracle_api(make_module_client, oracle_parser):
 
 
 def post_parse(client, image_bytes: bytes, **params):
+    """POST /parse of the whole photo (``faces=whole``; face finding has its own tests in test_faces_route.py)."""
+    params = {"faces": "whole", **params}
     return client.post("/parse", params=params, files={"image": ("photo.png", image_bytes, "image/png")})
 
 

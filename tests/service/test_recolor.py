@@ -29,6 +29,11 @@ def radial(radius_full: float, radius_zero: float, center=CENTER) -> np.ndarray:
     return np.clip((radius_zero - r) / (radius_zero - radius_full), 0, 1).astype(np.float32)
 
 
+def rgb01(img: np.ndarray) -> np.ndarray:
+    """The guide the service refines mattes against: float32 RGB in [0, 1]."""
+    return img.astype(np.float32) / 255.0
+
+
 def distance_from(center=CENTER) -> np.ndarray:
     yy, xx = np.mgrid[:SIZE, :SIZE]
     return np.hypot(yy - center[0], xx - center[1])
@@ -83,7 +88,7 @@ def test_guided_filter_keeps_a_constant_and_stays_in_range():
 def test_refine_matte_cuts_the_faint_tail():
     prob = np.full((SIZE, SIZE), 0.1, np.float32)  # a faint tail everywhere: would tint the skin
     prob[60:100, 60:100] = 0.95
-    matte = refine_matte(prob, gray(textured_photo()))
+    matte = refine_matte(prob, rgb01(textured_photo()))
     assert (matte[:40] == 0).all()
     assert (matte[70:90, 70:90] == 1).all()
 
@@ -95,7 +100,7 @@ def test_hair_recolour_moves_hue_keeps_texture_and_leaves_the_rest_untouched(tar
     out = recolor(photo, {"hair": prob}, lips=None, hair=ColorRequest(target, 1.0))
     assert out.shape == photo.shape and out.dtype == np.uint8
 
-    matte = refine_matte(prob, gray(photo))
+    matte = refine_matte(prob, rgb01(photo))
     outside = matte <= 0
     assert outside.sum() > SIZE * SIZE / 2
     np.testing.assert_array_equal(out[outside], photo[outside])  # bit for bit
@@ -154,3 +159,58 @@ def test_no_probability_means_no_change():
     photo = textured_photo(seed=5)
     out = recolor(photo, {}, lips=ColorRequest((255, 0, 0), 1.0), hair=ColorRequest((0, 0, 255), 1.0))
     np.testing.assert_array_equal(out, photo)
+
+
+def test_refine_matte_does_not_spread_the_probability_ramp_onto_skin():
+    """The upsampled probability ramps over tens of pixels; the matte stops where the model's decision does."""
+    photo = textured_photo(seed=6)
+    photo[:, 84:] = (225, 180, 150)  # skin right of the hair
+    xx = np.mgrid[:SIZE, :SIZE][1]
+    prob = np.clip((114 - xx) / 60.0, 0, 1).astype(np.float32)  # 0.5 at x = 84, still 0.2 at x = 102
+    matte = refine_matte(prob, rgb01(photo))
+    assert (prob[:, 100] > 0.15).all()  # a threshold on the probability itself would tint this skin
+    assert (matte[:, 90:] == 0).all()
+    assert (matte[:, :70] == 1).all()
+
+
+def test_refine_matte_follows_a_colour_edge_that_grey_levels_cannot_see():
+    """Lips and skin of equal grey level: the colour guide still puts the matte's edge on the border."""
+    rng = np.random.default_rng(7)
+    photo = np.zeros((SIZE, SIZE, 3), np.float32)
+    photo[:, :80] = (200, 70, 90)  # lip red, grey level ~111
+    photo[:, 80:] = (120, 110, 100)  # skin, grey level ~112
+    photo = np.clip(photo + rng.normal(0, 2, photo.shape), 0, 255).astype(np.uint8)
+    assert abs(gray(photo)[:, :80].mean() - gray(photo)[:, 80:].mean()) < 0.01
+    prob = np.zeros((SIZE, SIZE), np.float32)
+    prob[:, :81] = 1.0  # the model's border is 1 px into the skin
+    matte = refine_matte(prob, rgb01(photo))
+    assert (matte[:, :80] > 0.9).all()  # a grey guide blurs the edge both ways: ~0.77 at x = 79
+    assert matte[:, 80].mean() < 0.4 and matte[:, 81:].max() < 0.1
+
+
+def test_dark_hair_with_highlights_turned_blonde_keeps_its_strands():
+    """Shifting dark hair's tone up by ~60 L would clip its highlights flat; the roll-off keeps them."""
+    photo = textured_photo(seed=8, base=(40, 28, 22)).astype(np.float32)
+    yy = np.mgrid[:SIZE, :SIZE][0]
+    photo += (110 * np.exp(-((yy - 70) / 8.0) ** 2))[..., None]  # a sheen band across the hair
+    photo = np.clip(photo, 0, 255).astype(np.uint8)
+    prob = radial(40, 48)
+    blonde = (230, 200, 140)
+    out = recolor(photo, {"hair": prob}, lips=None, hair=ColorRequest(blonde, 1.0))
+    core = distance_from() < 32
+    sheen = core & (np.abs(yy - 70) < 8)
+    assert laplacian_energy(out, core) >= 0.85 * laplacian_energy(photo, core)
+    assert laplacian_energy(out, sheen) >= 0.85 * laplacian_energy(photo, sheen)
+    lightness = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32) * 100 / 255
+    assert lightness[core].mean() > 65  # it did get light
+    target_hue = mean_hue_deg(np.array([[blonde]], np.uint8), np.ones((1, 1), bool))
+    assert hue_distance(mean_hue_deg(out, core), target_hue) < 10
+
+
+def test_subsampled_guided_filter_is_close_to_the_full_one():
+    guide = rgb01(textured_photo(seed=9))
+    src = radial(40, 48)
+    full = guided_filter(guide, src, 4, 1e-4)
+    fast = guided_filter(guide, src, 4, 1e-4, subsample=2)
+    assert fast.shape == full.shape
+    assert np.abs(fast - full).mean() < 0.02

@@ -1,10 +1,24 @@
-"""API key: required on the model endpoints when set, optional on the operations endpoints."""
+"""Security: the API key (required on the model endpoints when set, optional on the operations endpoints),
+logs without image data, and weights that are never unpickled."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import logging
+import pickle
+import re
+import shutil
+from pathlib import Path
 
-from tests.conftest import draw_face, png_bytes
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, PngImagePlugin
+
+from face_parser.modeling import FaceParser
+from service.app import create_app
+from tests.conftest import draw_face, image_bytes, make_settings, png_bytes
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 KEY = "k"
 
@@ -80,3 +94,83 @@ def test_without_a_key_configured_everything_is_open(make_module_client, image):
     open_client = make_module_client()
     assert call(open_client, "parse", image).status_code == 200
     assert call(open_client, "parse", image, {"Authorization": "Bearer anything"}).status_code == 200
+
+
+# --- No image data in logs; no pickle anywhere ---------------------------------------------------------------
+
+MARKER = "PIXELS-OF-A-PRIVATE-PHOTO"
+
+
+def photo_with_marker(fmt: str) -> bytes:
+    """A photo carrying MARKER in its metadata (PNG text chunk, JPEG comment)."""
+    im = Image.fromarray(draw_face(48, seed=2)[0])
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", MARKER)
+        return image_bytes(im, "PNG", pnginfo=info)
+    return image_bytes(im, "JPEG", comment=MARKER.encode())
+
+
+def test_logs_carry_the_request_id_and_never_image_data(make_client, caplog):
+    client = make_client()
+    caplog.set_level(logging.DEBUG)
+    uploads = {"ok-png": photo_with_marker("PNG"), "ok-jpeg": photo_with_marker("JPEG"),
+               "broken": MARKER.encode() * 20, "truncated": photo_with_marker("PNG")[:300]}
+    for request_id, data in uploads.items():
+        r = client.post("/parse", files={"image": ("a.png", data, "image/png")}, headers={"X-Request-ID": request_id})
+        assert r.headers["x-request-id"] == request_id
+        assert (r.status_code == 200) == request_id.startswith("ok"), r.text
+    r = client.post("/recolor", data={"lip_color": "#c81e3c"}, headers={"X-Request-ID": "ok-recolor"},
+                    files={"image": ("a.jpg", uploads["ok-jpeg"], "image/jpeg")})
+    assert r.status_code == 200
+
+    assert MARKER not in caplog.text
+    assert all(MARKER not in str(record.args) for record in caplog.records)
+    access = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "service.access"]
+    assert [line["request_id"] for line in access] == [*uploads, "ok-recolor"]
+    for line in access:
+        assert set(line) == {"request_id", "method", "endpoint", "status", "ms"}
+
+
+class Canary:
+    """Unpickling this creates a file: proof that something unpickled it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def test_pickled_weights_are_never_loaded(tiny_model_dir, tmp_path):
+    """A model folder with only a pickle (``pytorch_model.bin``) is refused, unopened; /readyz says why."""
+    folder = tmp_path / "pickled-model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").unlink()
+    canary = tmp_path / "unpickled"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Canary(canary)))
+    pickle.loads(pickle.dumps(Canary(tmp_path / "check")))  # the canary works
+    assert (tmp_path / "check").exists()
+
+    with pytest.raises(OSError, match="safetensors"):
+        FaceParser.load(folder, device="cpu")
+    with TestClient(create_app(make_settings(str(folder))), raise_server_exceptions=False) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "safetensors" in r.text
+    assert not canary.exists()
+
+
+def test_no_code_path_unpickles():
+    """Serving and the model core never call a pickle-based loader."""
+    risky = re.compile(r"\bpickle\.loads?\(|\btorch\.load\(|allow_pickle\s*=\s*True|\bjoblib\.load\(|\bdill\.")
+    for package in ("service", "face_parser"):
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            hits = [ln for ln in path.read_text().splitlines() if risky.search(ln)]
+            assert not hits, f"{path.relative_to(REPO_ROOT)}: {hits}"
+
+
+def test_an_empty_api_key_means_no_key(monkeypatch):
+    monkeypatch.setenv("FACEPARSE_API_KEY", "")
+    from service.settings import Settings
+
+    assert Settings().api_key is None

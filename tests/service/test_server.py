@@ -45,7 +45,9 @@ def batches(base: str) -> tuple[float, float, float]:
 
 
 def parse(base: str, data: bytes, **kw) -> httpx.Response:
-    return httpx.post(base + "/parse", files={"image": ("a.png", data, "image/png")}, timeout=30, **kw)
+    """One whole-photo request: one item through the batcher (face finding would queue each face)."""
+    return httpx.post(base + "/parse", params={"faces": "whole"}, files={"image": ("a.png", data, "image/png")},
+                      timeout=30, **kw)
 
 
 def test_a_real_request_over_loopback(server):
@@ -76,7 +78,7 @@ def raw_parse_request(port: int, data: bytes) -> bytes:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    head = (f"POST /parse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
+    head = (f"POST /parse?faces=whole HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
             f"boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     return head + body
 
