@@ -290,7 +290,14 @@
     return request("parse?format=color&overlay=true", {
       method: "POST", body: body, headers: authHeaders(), signal: ctrl.signal
     })
-      .then(function (res) { return res.blob(); })
+      .then(function (res) {
+        // faces=auto found nobody: say so rather than show an all-background parsing without a word
+        if (res.headers.get("X-Faces-Found") === "0") {
+          setError("parse", "No face was found in this photo, so nothing is labelled or recoloured. " +
+                   "Try a photo where the face is upright and clearly visible.");
+        }
+        return res.blob();
+      })
       .then(function (blob) {
         if (gen !== state.generation) return;
         showBlob(el.parsing, blob);
