@@ -1,0 +1,113 @@
+"""The servers the load benchmark compares, each started as a real process on a loopback port.
+
+- ``ours``: ``python -m service`` (the dynamic batcher), settings through ``FACEPARSE_*``;
+- ``plain``: :mod:`benchmarks.baselines.plain_fastapi`, the model run once per request;
+- ``litserve``: :mod:`benchmarks.baselines.litserve_app`, LitServe's own batching.
+
+All three load the same model folder and answer ``POST /parse`` with the same class-id PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ("ours", "plain", "litserve")
+
+
+@dataclass
+class ServerSpec:
+    """How to start one server: its command (``{port}`` filled in), extra environment, readiness path."""
+
+    name: str
+    args: list[str]
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    batch_log: Path | None = None  # litserve: one line per forward pass with its batch size
+
+
+def server_spec(name: str, model_dir: str, max_batch_size: int, max_batch_delay_ms: float, log_dir: Path,
+                service_env: dict[str, str] | None = None) -> ServerSpec:
+    """The command for ``name`` (one of :data:`SERVERS`) with the same model and batching limits."""
+    if name == "ours":
+        env = {"FACEPARSE_MODEL_DIR": model_dir, "FACEPARSE_MAX_BATCH_SIZE": str(max_batch_size),
+               "FACEPARSE_MAX_BATCH_DELAY_MS": str(max_batch_delay_ms), "FACEPARSE_LOG_LEVEL": "warning",
+               **(service_env or {})}
+        return ServerSpec(name, ["-m", "service", "--host", "127.0.0.1", "--port", "{port}"], "/readyz", env)
+    if name == "plain":
+        return ServerSpec(name, ["-m", "benchmarks.baselines.plain_fastapi", "--model", model_dir,
+                                 "--port", "{port}"], "/readyz")
+    if name == "litserve":
+        batch_log = log_dir / "litserve_batches.txt"
+        return ServerSpec(name, ["-m", "benchmarks.baselines.litserve_app", "--model", model_dir, "--port", "{port}",
+                                 "--max-batch-size", str(max_batch_size),
+                                 "--batch-timeout-ms", str(max_batch_delay_ms), "--batch-log", str(batch_log)],
+                          "/health", batch_log=batch_log)
+    raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator[str]:
+    """Yield the base URL once ``spec.ready_path`` answers 200; the process group is stopped afterwards.
+
+    The server runs in a session of its own so that LitServe's worker processes stop with it.
+    """
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPARSE_")}
+    env.update(spec.env, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, *(a.replace("{port}", str(port)) for a in spec.args)]
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{spec.name} exited with code {proc.returncode} before it was ready; "
+                                   f"its log ({log_path}):\n{_tail(log_path)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + spec.ready_path, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{spec.name} not ready within {ready_timeout_s:.0f} s; "
+                                   f"its log ({log_path}):\n{_tail(log_path)}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return "<no log>"
