@@ -38,8 +38,12 @@ class ServerSpec:
 
 
 def server_spec(name: str, model_dir: str, max_batch_size: int, max_batch_delay_ms: float, log_dir: Path,
-                service_env: dict[str, str] | None = None) -> ServerSpec:
-    """The command for ``name`` (one of :data:`SERVERS`) with the same model and batching limits."""
+                service_env: dict[str, str] | None = None, litserve_batch_timeout_ms: float = 5.0) -> ServerSpec:
+    """The command for ``name`` (one of :data:`SERVERS`) with the same model and batch size.
+
+    LitServe gets its own batch timeout: with 0 its worker polls its queue without blocking, a busy
+    loop that would take a core from the model.
+    """
     if name == "ours":
         env = {"FACEPARSE_MODEL_DIR": model_dir, "FACEPARSE_MAX_BATCH_SIZE": str(max_batch_size),
                "FACEPARSE_MAX_BATCH_DELAY_MS": str(max_batch_delay_ms), "FACEPARSE_LOG_LEVEL": "warning",
@@ -52,7 +56,7 @@ def server_spec(name: str, model_dir: str, max_batch_size: int, max_batch_delay_
         batch_log = log_dir / "litserve_batches.txt"
         return ServerSpec(name, ["-m", "benchmarks.baselines.litserve_app", "--model", model_dir, "--port", "{port}",
                                  "--max-batch-size", str(max_batch_size),
-                                 "--batch-timeout-ms", str(max_batch_delay_ms), "--batch-log", str(batch_log)],
+                                 "--batch-timeout-ms", str(litserve_batch_timeout_ms), "--batch-log", str(batch_log)],
                           "/health", batch_log=batch_log)
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
 

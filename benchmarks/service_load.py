@@ -60,6 +60,7 @@ class RoundResult:
     latencies_s: list[float]
     errors: int
     wall_s: float
+    client_cpu_s: float = 0.0  # CPU time of this load generator (it shares the cores with the server)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class LevelStats:
     p95_ms: float
     p99_ms: float
     mean_batch: float | None
+    client_cpu_ms: float = float("nan")  # load generator's CPU time per request
 
 
 def load_photos(images_dir: str | None, count: int) -> list[Photo]:
@@ -110,6 +112,8 @@ def summarize(server: str, concurrency: int, rounds: list[RoundResult], mean_bat
         img_per_s=statistics.median(len(r.latencies_s) / r.wall_s for r in rounds),
         p50_ms=percentile_ms(latencies, 50), p95_ms=percentile_ms(latencies, 95), p99_ms=percentile_ms(latencies, 99),
         mean_batch=mean_batch,
+        client_cpu_ms=1000.0 * sum(r.client_cpu_s for r in rounds) / max(1, sum(len(r.latencies_s) + r.errors
+                                                                                 for r in rounds)),
     )
 
 
@@ -152,9 +156,9 @@ async def run_round(client: httpx.AsyncClient, url: str, photos: list[Photo], co
             else:
                 errors += 1
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return RoundResult(latencies, errors, time.perf_counter() - start)
+    return RoundResult(latencies, errors, time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 def forward_reference(parser: FaceParser, photos: list[Photo], batches: list[int], repeats: int) -> dict:
@@ -235,13 +239,14 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
     return stats, forwards, agreement
 
 
-HEADER = f"{'server':<9} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'batch':>6}"
+HEADER = (f"{'server':<9} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} "
+          f"{'batch':>6} {'client cpu ms/req':>17}")
 
 
 def format_row(s: LevelStats) -> str:
     batch = f"{s.mean_batch:6.2f}" if s.mean_batch is not None else f"{'-':>6}"
     return (f"{s.server:<9} {s.concurrency:>4} {s.img_per_s:7.1f} {s.p50_ms:8.1f} {s.p95_ms:8.1f} {s.p99_ms:8.1f} "
-            f"{s.errors:>6} {batch}")
+            f"{s.errors:>6} {batch} {s.client_cpu_ms:17.1f}")
 
 
 def verdict(forward: dict, stats: list[LevelStats], low: int, high: int) -> dict:
@@ -297,7 +302,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-batch-size", type=int, default=defaults["max_batch_size"].default,
                     help="for the service and LitServe (default: the service's default)")
     ap.add_argument("--max-batch-delay-ms", type=float, default=defaults["max_batch_delay_ms"].default,
-                    help="the service's max_batch_delay_ms and LitServe's batch_timeout (default: the service's)")
+                    help="the service's max_batch_delay_ms (default: the service's default)")
+    ap.add_argument("--litserve-batch-timeout-ms", type=float, default=5.0,
+                    help="LitServe's batch_timeout (not 0: LitServe then polls its queue in a busy loop)")
     ap.add_argument("--service-env", nargs="*", default=[], metavar="NAME=VALUE",
                     help="more environment for the service, e.g. FACEPARSE_WORKER_THREADS=4")
     ap.add_argument("--log-dir", default=None, help="server logs (default: a temporary folder)")
@@ -315,8 +322,8 @@ def main(argv: list[str] | None = None) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     service_env = dict(kv.split("=", 1) for kv in args.service_env)
-    specs = [server_spec(name, args.model, args.max_batch_size, args.max_batch_delay_ms, log_dir, service_env)
-             for name in args.servers]
+    specs = [server_spec(name, args.model, args.max_batch_size, args.max_batch_delay_ms, log_dir, service_env,
+                         args.litserve_batch_timeout_ms) for name in args.servers]
     for spec in specs:
         if spec.batch_log:
             spec.batch_log.unlink(missing_ok=True)

@@ -54,7 +54,7 @@ def image_label_map(scores_khw: torch.Tensor, size: tuple[int, int]) -> torch.Te
     to float rounding.
     """
     scores = scores_khw.float().numpy()
-    num_classes, h, w = scores.shape
+    _, h, w = scores.shape
     height, width = size
     y0, fy = _source_index(height, h)
     x0, fx = _source_index(width, w)

@@ -20,11 +20,15 @@ from starlette.exceptions import HTTPException
 from face_parser.faces import FaceDetector
 from face_parser.modeling import FaceParser
 from service.errors import (
-    ApiError, api_error_handler, http_error_handler, unexpected_error_handler, validation_error_handler,
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    unexpected_error_handler,
+    validation_error_handler,
 )
 from service.inference import InferenceEngine
-from service.metrics import Metrics
 from service.memory import IdleTrimmer
+from service.metrics import Metrics
 from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.routes import health, model_info, page, parse, recolor
 from service.routes.page import STATIC_DIR
@@ -44,11 +48,14 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     # each thread that touches torch keeps its own OpenMP pool: bound them (anyio's default is 40)
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+    engine = None
     try:
         parser = app.state.parser or await run_in_threadpool(load_parser, settings)
         engine = InferenceEngine(parser, settings, app.state.metrics, app.state.detector)
-        await run_in_threadpool(engine.warm_up)
+        await engine.warm_up()
     except Exception as exc:  # keep serving /healthz and /readyz with the reason
+        if engine is not None:
+            await engine.stop()
         app.state.not_ready_reason = f"model {settings.model_dir!r} failed to load: {type(exc).__name__}: {exc}"
         log.error(app.state.not_ready_reason)
         yield

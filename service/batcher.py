@@ -4,11 +4,19 @@ Small, model-free pieces that tests drive with a plain queue:
 
 - :func:`collect_batch` takes up to ``max_size`` items, waiting at most
   ``max_delay_s`` after the first one;
-- :class:`Batcher` owns the bounded queue and a dispatch loop that runs the
-  batch function in a worker thread (the event loop keeps serving health checks
-  and metrics) and hands each caller its own result. An exception fails only
-  that batch's callers; the loop goes on. Callers that gave up (timeout,
-  disconnect) are dropped before the forward pass.
+- :class:`Batcher` owns the bounded queue and a dispatch loop that hands each
+  batch to an idle worker, an executor that runs the batch function in its
+  thread (the event loop keeps serving health checks and metrics), and gives
+  each caller its own result. An exception fails only that batch's callers; the
+  loop goes on. Callers that gave up (timeout, disconnect) are dropped before
+  the forward pass.
+
+With several workers a batch waits ``max_delay_s`` for more requests only when
+no other worker is idle: an idle one means spare cores, so the batch starts at
+once (no added latency at low load); with every other worker busy, the cores
+are taken anyway and waiting makes a fuller batch. The lowest-numbered idle
+worker takes each batch, so at low load the same thread (and its warm OpenMP
+team) runs every pass.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
@@ -48,10 +57,14 @@ class BatchObserver:
     def rejected(self, reason: str) -> None: ...
 
 
-async def collect_batch(queue: asyncio.Queue, max_size: int, max_delay_s: float) -> list:
-    """Wait for one item, then gather more until ``max_size`` or ``max_delay_s`` has passed."""
+async def collect_batch(queue: asyncio.Queue, max_size: int, max_delay_s: float | Callable[[], float]) -> list:
+    """Wait for one item, then gather more until ``max_size`` or ``max_delay_s`` has passed.
+
+    ``max_delay_s`` may be a function, asked when the first item has arrived.
+    """
     batch = [await queue.get()]
-    deadline = asyncio.get_running_loop().time() + max_delay_s
+    delay_s = max_delay_s() if callable(max_delay_s) else max_delay_s
+    deadline = asyncio.get_running_loop().time() + delay_s
     while len(batch) < max_size:
         try:
             batch.append(queue.get_nowait())
@@ -69,35 +82,47 @@ async def collect_batch(queue: asyncio.Queue, max_size: int, max_delay_s: float)
 
 
 class Batcher(Generic[P, R]):
-    """Bounded queue + dispatch loop around ``predict(list[P]) -> list[R]`` (run in a thread)."""
+    """Bounded queue + ``workers`` dispatch loops around ``predict(list[P]) -> list[R]`` (run in threads)."""
 
     def __init__(
         self, predict: Callable[[list[P]], list[R]], max_batch_size: int, max_delay_s: float,
         max_queue_size: int, timeout_s: float, observer: BatchObserver | None = None,
+        executors: Sequence[Executor | None] = (None,),
     ):
         self.predict, self.max_batch_size, self.max_delay_s = predict, max_batch_size, max_delay_s
+        self.executors = list(executors)  # one per worker; None: asyncio's default thread pool
         self.timeout_s = timeout_s
         self.observer = observer or BatchObserver()
         self.queue: asyncio.Queue[_Item[P]] = asyncio.Queue(maxsize=max_queue_size)
         self._task: asyncio.Task | None = None
+        self._idle = set(range(len(self.executors)))  # workers without a batch
+        self._freed = asyncio.Event()
+        self._batches: set[asyncio.Task] = set()
         self.batches_run = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
+    @property
+    def running(self) -> int:
+        """Batches being run now."""
+        return len(self.executors) - len(self._idle)
+
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Finish what is queued and in flight (bounded in time), then stop the loop.
 
-        ``queue.join()`` also waits for the batch being collected or run: an empty
-        queue alone would cancel that last batch and leave its callers hanging.
+        ``queue.join()`` also waits for the batches being collected or run: an empty
+        queue alone would cancel the last batches and leave their callers hanging.
         """
         if self._task:
             try:
                 await asyncio.wait_for(self.queue.join(), drain_timeout_s)
             except asyncio.TimeoutError:
                 pass
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            tasks = [self._task, *self._batches]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         while not self.queue.empty():
             item = self.queue.get_nowait()
             if not item.future.done():
@@ -136,24 +161,41 @@ class Batcher(Generic[P, R]):
 
     async def _loop(self) -> None:
         while True:
-            batch = await collect_batch(self.queue, self.max_batch_size, self.max_delay_s)
-            try:
-                self.observer.queue_depth(self.queue.qsize())
-                live = [item for item in batch if not item.future.done()]
-                if live:
-                    await self._run(live)
-            finally:  # also when stop() cancels this batch: its callers get an answer, join() its count
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(QueueTimeoutError("the service shut down before this request ran"))
-                    self.queue.task_done()
+            while not self._idle:
+                self._freed.clear()
+                await self._freed.wait()
+            batch = await collect_batch(self.queue, self.max_batch_size, self._delay_s)
+            worker = min(self._idle)
+            self._idle.remove(worker)
+            task = asyncio.get_running_loop().create_task(self._dispatch(batch, worker))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
 
-    async def _run(self, items: list[_Item[P]]) -> None:
+    def _delay_s(self) -> float:
+        """How long a new batch waits for more: not at all while another worker is idle (see the module docstring)."""
+        return 0.0 if len(self._idle) > 1 else self.max_delay_s
+
+    async def _dispatch(self, batch: list[_Item[P]], worker: int) -> None:
+        try:
+            self.observer.queue_depth(self.queue.qsize())
+            live = [item for item in batch if not item.future.done()]
+            if live:
+                await self._run(live, self.executors[worker])
+        finally:  # also when stop() cancels this batch: its callers get an answer, join() its count
+            self._idle.add(worker)
+            self._freed.set()
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(QueueTimeoutError("the service shut down before this request ran"))
+                self.queue.task_done()
+
+    async def _run(self, items: list[_Item[P]], executor: Executor | None) -> None:
         now = time.perf_counter()
         self.observer.batch_started(len(items), [now - it.enqueued_at for it in items])
         start = time.perf_counter()
         try:
-            results = await asyncio.to_thread(self.predict, [it.payload for it in items])
+            results = await asyncio.get_running_loop().run_in_executor(
+                executor, self.predict, [it.payload for it in items])
             if len(results) != len(items):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} inputs")
         except Exception as exc:  # one bad batch must not stop the loop

@@ -25,10 +25,13 @@ class Settings(BaseSettings):
     model_dir: str = Field(str(DEFAULT_MODEL_DIR), description="save_pretrained folder (or hub id when online)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: fp16 on CUDA, fp32 on CPU")
-    torch_threads: int = Field(0, ge=0, description="intra-op threads on CPU; 0 = all cores")
+    torch_threads: int = Field(0, ge=0, description="CPU threads for forward passes, shared by the workers; 0 = all cores")
+    inference_workers: int = Field(0, ge=0, le=64, description="forward passes at once; 0 = auto: one per core (at most "
+                                   "4) on CPU, each using the cores the others leave idle; 1 on GPU")
 
     max_batch_size: int = Field(8, ge=1, le=256, description="most requests in one forward pass")
-    max_batch_delay_ms: float = Field(5.0, ge=0, le=1000, description="wait after the first request for more")
+    max_batch_delay_ms: float = Field(5.0, ge=0, le=1000, description="wait after the first request for more; with "
+                                      "several workers, only while none of the others is idle")
     max_queue_size: int = Field(64, ge=1, description="waiting requests beyond this get 503")
     request_timeout_s: float = Field(30.0, gt=0, description="a request queued longer gets 504")
     max_in_flight: int = Field(0, ge=0, description="photos admitted at once to /parse and /recolor, more get 503 "

@@ -71,8 +71,8 @@ def tiny_parser(tiny_model_dir) -> FaceParser:
 
 
 def make_settings(model_dir: str, **overrides) -> Settings:
-    base = dict(model_dir=model_dir, device="cpu", max_batch_size=4, max_batch_delay_ms=20, max_queue_size=16,
-                request_timeout_s=20, max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
+    base = dict(model_dir=model_dir, device="cpu", inference_workers=1, max_batch_size=4, max_batch_delay_ms=20,
+                max_queue_size=16, request_timeout_s=20, max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
     return Settings(**{**base, **overrides})
 
 

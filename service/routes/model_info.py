@@ -23,6 +23,7 @@ async def model_info(engine: EngineDep, settings: SettingsDep) -> dict:
         "device": str(parser.device),
         "dtype": str(parser.dtype).removeprefix("torch."),
         "batching": {
+            "inference_workers": len(engine.workers.executors),
             "max_batch_size": settings.max_batch_size,
             "max_batch_delay_ms": settings.max_batch_delay_ms,
             "max_queue_size": settings.max_queue_size,

@@ -6,6 +6,7 @@ import asyncio
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -53,8 +54,9 @@ class Doubler:
         return [x for batch in self.calls for x in batch]
 
 
-def make_batcher(predict, *, max_batch_size=4, max_delay_s=0.05, max_queue_size=64, timeout_s=5.0, observer=None):
-    return Batcher(predict, max_batch_size, max_delay_s, max_queue_size, timeout_s, observer)
+def make_batcher(predict, *, max_batch_size=4, max_delay_s=0.05, max_queue_size=64, timeout_s=5.0, observer=None,
+                 workers=1):
+    return Batcher(predict, max_batch_size, max_delay_s, max_queue_size, timeout_s, observer, [None] * workers)
 
 
 # --- collect_batch -------------------------------------------------------------------------------------------
@@ -257,3 +259,81 @@ async def test_stop_answers_the_batch_in_flight_when_the_drain_times_out():
     with pytest.raises(QueueTimeoutError, match="shut down"):
         await asyncio.wait_for(task, 0.3)  # answered at once, not after the 10 s request timeout
     assert time.perf_counter() - start < 0.5
+
+
+# --- several workers -----------------------------------------------------------------------------------------
+
+class Overlap(Doubler):
+    """A slow Doubler that also records how many of its calls ran at once."""
+
+    def __init__(self, delay_s: float):
+        super().__init__(delay_s)
+        self.now = self.most = 0
+
+    def __call__(self, items):
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().__call__(items)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+async def test_two_workers_run_two_batches_at_once():
+    predict = Overlap(delay_s=0.2)
+    batcher = make_batcher(predict, max_batch_size=2, max_delay_s=0.0, workers=2)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(p) for p in range(8)))
+    finally:
+        await batcher.stop()
+    assert results == [p * 2 for p in range(8)]
+    assert predict.most == 2
+    assert sorted(predict.seen) == list(range(8))
+
+
+async def test_a_request_does_not_wait_for_more_while_another_worker_is_idle():
+    """At low load the batch delay is skipped: the idle peer means there are spare cores."""
+    batcher = make_batcher(Doubler(), max_batch_size=4, max_delay_s=2.0, workers=2)
+    batcher.start()
+    try:
+        start = time.perf_counter()
+        assert await batcher.submit(5) == 10
+        assert time.perf_counter() - start < 1.0
+    finally:
+        await batcher.stop()
+
+
+async def test_with_every_other_worker_busy_a_batch_waits_to_fill():
+    predict = Overlap(delay_s=0.4)
+    batcher = make_batcher(predict, max_batch_size=3, max_delay_s=0.2, workers=2)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit("a"))  # the other worker idle: runs alone, at once
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(batcher.submit(x)) for x in "bc"]
+        await asyncio.sleep(0.02)
+        rest.append(asyncio.create_task(batcher.submit("d")))  # arrives within the second worker's wait
+        await asyncio.gather(first, *rest)
+    finally:
+        await batcher.stop()
+    assert predict.calls == [["a"], ["b", "c", "d"]]
+
+
+async def test_at_low_load_every_batch_runs_on_the_first_worker():
+    """One thread (and its OpenMP team) serves one request at a time, rather than the workers taking turns."""
+    executors = [ThreadPoolExecutor(1, thread_name_prefix=f"worker-{i}") for i in range(2)]
+    names: list[str] = []
+    batcher = Batcher(lambda items: names.append(threading.current_thread().name) or items, 4, 0.0, 16, 5.0,
+                      executors=executors)
+    batcher.start()
+    try:
+        for x in range(5):
+            assert await batcher.submit(x) == x
+    finally:
+        await batcher.stop()
+        for executor in executors:
+            executor.shutdown()
+    assert len(names) == 5 and all(name.startswith("worker-0") for name in names)

@@ -1,0 +1,39 @@
+"""The load benchmark's bookkeeping (no servers, no timing): batch sizes from /metrics, targets, summaries."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from benchmarks.service_load import LevelStats, RoundResult, batch_totals, summarize, verdict
+from service.metrics import Metrics
+
+
+def test_batch_totals_reads_the_services_histogram():
+    metrics = Metrics()
+    for size in (8, 8, 3):
+        metrics.batch_started(size, [0.0] * size)
+    assert batch_totals(generate_latest(metrics.registry).decode()) == (19.0, 3.0)
+    assert batch_totals("") == (0.0, 0.0)
+
+
+def test_summarize_takes_the_median_round_and_pools_latencies():
+    rounds = [RoundResult([0.1] * 10, 0, 1.0), RoundResult([0.2] * 10, 1, 2.0), RoundResult([0.3] * 10, 0, 4.0)]
+    stats = summarize("ours", 4, rounds, 2.5)
+    assert stats.img_per_s == 5.0 and stats.requests == 31 and stats.errors == 1
+    assert round(stats.p50_ms) == 200 and round(stats.p99_ms) == 300
+
+
+def level(server: str, concurrency: int, img_per_s: float, p50_ms: float, p99_ms: float) -> LevelStats:
+    return LevelStats(server, concurrency, 100, 0, img_per_s, p50_ms, p50_ms, p99_ms, 1.0)
+
+
+def test_verdict_compares_with_the_best_batch_and_the_baselines():
+    forward = {1: {"ms_per_image": 50.0, "img_per_s": 20.0}, 8: {"ms_per_image": 40.0, "img_per_s": 25.0}}
+    stats = [level("ours", 1, 12.0, 75.0, 90.0), level("ours", 16, 20.0, 700.0, 900.0),
+             level("plain", 16, 15.0, 900.0, 1500.0), level("litserve", 16, 21.0, 650.0, 800.0)]
+    v = verdict(forward, stats, low=1, high=16)
+    assert v["best_batch"] == 8
+    assert v["throughput_ratio"]["value"] == 0.8 and v["throughput_ratio"]["met"]
+    assert v["latency_overhead_ms"] == {"value": 25.0, "target": "<= 30", "met": True}
+    assert v["vs_plain"] == {"img_per_s": True, "p99_lower": True}
+    assert v["vs_litserve"] == {"img_per_s": False, "p99_lower": False}
