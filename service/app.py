@@ -10,11 +10,9 @@ import logging
 from contextlib import asynccontextmanager
 
 import anyio
-import torch
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from face_parser.faces import FaceDetector
@@ -33,13 +31,12 @@ from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, Request
 from service.routes import health, model_info, page, parse, recolor
 from service.routes.page import STATIC_DIR
 from service.settings import Settings, get_settings
+from service.threads import run_in_worker
 
 log = logging.getLogger("service")
 
 
 def load_parser(settings: Settings) -> FaceParser:
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
     return FaceParser.load(settings.model_dir, device=settings.device, dtype=settings.dtype)
 
 
@@ -50,7 +47,7 @@ async def lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
     engine = None
     try:
-        parser = app.state.parser or await run_in_threadpool(load_parser, settings)
+        parser = app.state.parser or await run_in_worker(load_parser, settings)
         engine = InferenceEngine(parser, settings, app.state.metrics, app.state.detector)
         await engine.warm_up()
     except Exception as exc:  # keep serving /healthz and /readyz with the reason

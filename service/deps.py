@@ -13,7 +13,6 @@ from typing import Annotated
 import numpy as np
 import torch
 from fastapi import Depends, File, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from service.batcher import QueueFullError, QueueTimeoutError
 from service.errors import (
@@ -23,6 +22,7 @@ from service.imaging import decode_image
 from service.inference import InferenceEngine, wait_unless_disconnected
 from service.metrics import Metrics
 from service.settings import Settings
+from service.threads import run_in_worker
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -70,7 +70,7 @@ async def read_image(
     data = await image.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"upload is larger than {settings.max_upload_bytes} bytes")
-    return await run_in_threadpool(decode_image, data, settings.max_image_pixels)
+    return await run_in_worker(decode_image, data, settings.max_image_pixels)
 
 
 PhotoDep = Annotated[np.ndarray, Depends(read_image)]

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
 from face_parser.faces import Face, align_faces, crop_face, face_label_map, find_faces, paste_probabilities
 from face_parser.postprocess import class_probabilities, label_map_bounded
 from service.deps import run_model
 from service.inference import InferenceEngine
 from service.settings import Settings
+from service.threads import run_in_worker
 
 FacesMode = Literal["auto", "whole"]
 FACES_DESCRIPTION = ("auto: find the faces, parse each at full detail, paste back (pixels outside every face are "
@@ -88,7 +88,7 @@ async def parse_photo(request: Request, engine: InferenceEngine, photo_hwc: np.n
     """Run the model on the photo (``whole``) or on each face found in it (``auto``)."""
     if mode == "whole":
         return Parsing(await run_model(request, engine, [photo_hwc]), None)
-    faces = await run_in_threadpool(find_faces, photo_hwc, engine.detector, settings.max_faces)
+    faces = await run_in_worker(find_faces, photo_hwc, engine.detector, settings.max_faces)
     if not faces:
         return Parsing([], [])
     scores = await _parse_crops(request, engine, photo_hwc, faces)
@@ -100,5 +100,5 @@ async def parse_photo(request: Request, engine: InferenceEngine, photo_hwc: np.n
 
 async def _parse_crops(request: Request, engine: InferenceEngine, photo_hwc: np.ndarray, faces: list[Face]):
     size = engine.parser.preprocess.size
-    crops = await run_in_threadpool(lambda: [crop_face(photo_hwc, f.crop, size) for f in faces])
+    crops = await run_in_worker(lambda: [crop_face(photo_hwc, f.crop, size) for f in faces])
     return await run_model(request, engine, crops)

@@ -26,7 +26,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from starlette.concurrency import run_in_threadpool
 
 from face_parser.faces import FaceDetector, HaarFaceDetector
 from face_parser.modeling import FaceParser
@@ -34,6 +33,7 @@ from face_parser.preprocess import resize_rgb, to_pixel_values
 from service.batcher import Batcher, BatchObserver
 from service.errors import ClientClosedRequest
 from service.settings import Settings
+from service.threads import DEFAULT_THREADS, run_in_worker, with_threads
 
 
 def make_detector(settings: Settings) -> HaarFaceDetector:
@@ -58,9 +58,8 @@ class ModelWorkers:
     ``torch.set_num_threads`` sets the calling thread's OpenMP team size, so the
     workers can differ; the count is fixed when a batch starts. The batcher gives
     work to the lowest idle worker, so on a machine with as many workers as cores
-    only worker 0 ever runs alone, and only it keeps an OpenMP team: libgomp,
-    seeing more OpenMP threads than cores, stops spinning at barriers and sleeps,
-    which made a lone batch ~30% slower when every worker had a team of its own.
+    only worker 0 ever runs alone, and only it keeps an OpenMP team of more than
+    one thread (see :mod:`service.threads`).
     """
 
     def __init__(self, workers: int, threads: int):
@@ -76,7 +75,7 @@ class ModelWorkers:
             self._busy += 1
             share = max(1, self.threads // self._busy)
         try:
-            return _with_threads(share, fn, *args)
+            return with_threads(share, fn, *args)
         finally:
             with self._lock:
                 self._busy -= 1
@@ -86,17 +85,11 @@ class ModelWorkers:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executors[0], self.call, fn)
         share = max(1, self.threads // len(self.executors))
-        await asyncio.gather(*(loop.run_in_executor(ex, _with_threads, share, fn) for ex in self.executors))
+        await asyncio.gather(*(loop.run_in_executor(ex, with_threads, share, fn) for ex in self.executors))
 
     def shutdown(self) -> None:
         for executor in self.executors:
             executor.shutdown(wait=False)
-
-
-def _with_threads(threads: int, fn: Callable[..., T], *args) -> T:
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return fn(*args)
 
 
 class InferenceEngine:
@@ -106,7 +99,7 @@ class InferenceEngine:
                  detector: FaceDetector | None = None):
         self.parser = parser
         self.detector = detector or make_detector(settings)
-        threads = settings.torch_threads or torch.get_num_threads()
+        threads = settings.torch_threads or DEFAULT_THREADS
         self.workers = ModelWorkers(worker_count(settings, parser.device, threads), threads)
         self.batcher: Batcher[np.ndarray, torch.Tensor] = Batcher(
             lambda images: self.workers.call(self._predict, images), settings.max_batch_size,
@@ -123,12 +116,12 @@ class InferenceEngine:
         size = self.parser.preprocess.size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         await self.workers.warm_up(lambda: self._predict([blank] * self.batcher.max_batch_size))
-        await run_in_threadpool(self.detector, blank)
+        await run_in_worker(self.detector, blank)
 
     async def scores(self, images_hwc: list[np.ndarray]) -> list[torch.Tensor]:
         """Scores for several images of one request, queued together (see ``Batcher.submit_many``)."""
         size = self.parser.preprocess.size
-        resized = await run_in_threadpool(lambda: [resize_rgb(im, size) for im in images_hwc])
+        resized = await run_in_worker(lambda: [resize_rgb(im, size) for im in images_hwc])
         return await self.batcher.submit_many(resized)
 
     def start(self) -> None:

@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from face_parser.labels import LabelScheme
 from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
 from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
 from service.masks import class_id_png, color_png, rle_json
+from service.threads import run_in_worker
 
 router = APIRouter(tags=["parse"], dependencies=[Depends(require_api_key)])
 
@@ -58,7 +58,7 @@ async def parse(
     parser = engine.parser
     class_ids = parse_class_filter(classes, parser.labels)
     parsing = await parse_photo(request, engine, photo, faces, settings)
-    body = await run_in_threadpool(render, parsing, photo, format, overlay, opacity, settings.max_output_side,
+    body = await run_in_worker(render, parsing, photo, format, overlay, opacity, settings.max_output_side,
                                    parser.labels, parser.version, class_ids)
     headers = {"X-Model-Version": parser.version, **parsing.headers()}
     if format == "rle":

@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from face_parser.labels import LabelScheme
 from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
@@ -15,6 +14,7 @@ from service.errors import InvalidParameter
 from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
 from service.imaging import OUTPUT_FORMATS, encode_image
 from service.recolor import HAIR_PARTS, LIP_PARTS, TEETH_PARTS, ColorRequest, parse_hex_color, recolor
+from service.threads import run_in_worker
 
 router = APIRouter(tags=["recolor"], dependencies=[Depends(require_api_key)])
 
@@ -85,6 +85,6 @@ async def recolor_photo(
     indices = parse_face_indices(face_indices, faces)
     parsing = await parse_photo(request, engine, photo, faces, settings)
     check_face_indices(indices, parsing)
-    body = await run_in_threadpool(render, parsing, photo, engine.parser.labels, lips, hair, format, indices)
+    body = await run_in_worker(render, parsing, photo, engine.parser.labels, lips, hair, format, indices)
     return Response(body, media_type=OUTPUT_FORMATS[format][1],
                     headers={"X-Model-Version": engine.parser.version, **parsing.headers()})
