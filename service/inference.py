@@ -10,7 +10,7 @@ CPU there is one per core (up to 4) and each batch takes the cores that no other
 batch is using: alone, a batch spreads over all of them (lowest latency); under
 load, each batch runs single-threaded beside the others. This small model
 parallelises poorly inside one pass: on 2 cores two single-threaded batches of 8
-make ~28 img/s where one two-threaded batch makes ~23, and a single-threaded
+made 28-29 img/s where one two-threaded batch made 21-28, and a single-threaded
 pass does not stall when decoding or encoding takes a core for a moment, where
 a two-threaded one waits for its slower half at every operator. On a GPU one
 worker feeds the device.
