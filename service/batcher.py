@@ -103,11 +103,6 @@ class Batcher(Generic[P, R]):
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
-    @property
-    def running(self) -> int:
-        """Batches being run now."""
-        return len(self.executors) - len(self._idle)
-
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Finish what is queued and in flight (bounded in time), then stop the loop.
 
