@@ -26,15 +26,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.soak import (
-    REPO_ROOT,
-    face_photos,
-    metric_value,
-    rss_mb,
-    running_service,
-    server_errors_logged,
-    thread_count,
-)
+from benchmarks.servers import running, service_spec
+from benchmarks.soak import REPO_ROOT, face_photos, metric_value, rss_mb, server_errors_logged, thread_count
 
 
 def label_map(png: bytes) -> np.ndarray:
@@ -108,8 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     n = args.factor * args.queue_size
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "service.log"
-        with running_service(args.model, log_path, max_queue_size=args.queue_size,
-                             request_timeout_s=args.request_timeout, max_in_flight=args.max_in_flight) as service:
+        spec = service_spec(args.model, max_queue_size=args.queue_size, request_timeout_s=args.request_timeout,
+                            max_in_flight=args.max_in_flight)
+        with running(spec, log_path) as service:
             model = httpx.get(service.base_url + "/v1/model", timeout=10).json()
             status, _, body = asyncio.run(burst(service.base_url, photo, 1, 60))[1]
             assert status == 200, f"a single request answered {status}"

@@ -27,6 +27,19 @@ SERVERS = ("ours", "plain", "litserve")
 
 
 @dataclass
+class Server:
+    """A started server: where it answers, its process id (for memory and thread counts) and its log."""
+
+    base_url: str
+    pid: int
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+
+@dataclass
 class ServerSpec:
     """How to start one server: its command (``{port}`` filled in), extra environment, readiness path."""
 
@@ -45,10 +58,10 @@ def server_spec(name: str, model_dir: str, max_batch_size: int, max_batch_delay_
     loop that would take a core from the model.
     """
     if name == "ours":
-        env = {"FACEPARSE_MODEL_DIR": model_dir, "FACEPARSE_MAX_BATCH_SIZE": str(max_batch_size),
-               "FACEPARSE_MAX_BATCH_DELAY_MS": str(max_batch_delay_ms), "FACEPARSE_LOG_LEVEL": "warning",
-               **(service_env or {})}
-        return ServerSpec(name, ["-m", "service", "--host", "127.0.0.1", "--port", "{port}"], "/readyz", env)
+        spec = service_spec(model_dir, max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
+                            log_level="warning")
+        spec.env.update(service_env or {})
+        return spec
     if name == "plain":
         return ServerSpec(name, ["-m", "benchmarks.baselines.plain_fastapi", "--model", model_dir,
                                  "--port", "{port}"], "/readyz")
@@ -61,6 +74,13 @@ def server_spec(name: str, model_dir: str, max_batch_size: int, max_batch_delay_
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
 
 
+def service_spec(model_dir: str, **settings) -> ServerSpec:
+    """``python -m service`` with ``settings`` as ``FACEPARSE_*`` values (names without the prefix)."""
+    env = {f"FACEPARSE_{k.upper()}": str(v) for k, v in settings.items()}
+    env["FACEPARSE_MODEL_DIR"] = str(model_dir)
+    return ServerSpec("ours", ["-m", "service", "--host", "127.0.0.1", "--port", "{port}"], "/readyz", env)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -68,9 +88,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator[str]:
-    """Yield the base URL once ``spec.ready_path`` answers 200; the process group is stopped afterwards.
+def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) -> Iterator[Server]:
+    """Yield the server once ``spec.ready_path`` answers 200; the process group is stopped afterwards.
 
+    The caller's own ``FACEPARSE_*`` variables are dropped, so that what runs is what the spec says.
     The server runs in a session of its own so that LitServe's worker processes stop with it.
     """
     port = free_port()
@@ -78,6 +99,7 @@ def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) ->
     env.update(spec.env, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, *(a.replace("{port}", str(port)) for a in spec.args)]
     base = f"http://127.0.0.1:{port}"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -86,15 +108,15 @@ def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) ->
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{spec.name} exited with code {proc.returncode} before it was ready; "
-                                   f"its log ({log_path}):\n{_tail(log_path)}")
+                                   f"its log ({log_path}):\n{log_tail(log_path)}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(base + spec.ready_path, timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{spec.name} not ready within {ready_timeout_s:.0f} s; "
-                                   f"its log ({log_path}):\n{_tail(log_path)}")
+                                   f"its log ({log_path}):\n{log_tail(log_path)}")
             time.sleep(0.25)
-        yield base
+        yield Server(base, proc.pid, log_path)
     finally:
         _stop(proc)
 
@@ -110,7 +132,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def _tail(path: Path, n: int = 3000) -> str:
+def log_tail(path: Path, n: int = 3000) -> str:
     try:
         return path.read_text(errors="replace")[-n:]
     except OSError:

@@ -218,7 +218,8 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
             print(f"round {index + 1}: in-process " + ", ".join(
                 f"batch {b} {r['img_per_s']:.1f} img/s" for b, r in forwards[-1].items()), flush=True)
             for spec in specs:
-                with running(spec, log_dir / f"{spec.name}.log") as base:
+                with running(spec, log_dir / f"{spec.name}.log") as server:
+                    base = server.base_url
                     share = await answer_agreement(client, spec, base, photos[0], expected)
                     agreement[spec.name] = min(share, agreement.get(spec.name, 1.0))
                     await run_round(client, base + "/parse", photos, 4, 16)  # warm-up

@@ -14,18 +14,13 @@ slope of a line fitted to RSS after the first minute (flat memory: a slope near 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,61 +29,10 @@ import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.servers import Server, running, service_spec
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
-
-
-# --- the server under test ------------------------------------------------------------------------------
-
-@dataclass
-class Service:
-    base_url: str
-    pid: int
-    log_path: Path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_service(model_dir: str, log_path: Path, ready_timeout_s: float = 180.0,
-                    **settings) -> Iterator[Service]:
-    """``python -m service`` on loopback, yielded once ``/readyz`` is 200; always stopped afterwards.
-
-    ``settings`` are ``FACEPARSE_*`` values without the prefix; the caller's own ``FACEPARSE_*``
-    variables are dropped so that what is measured is what is reported.
-    """
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPARSE_")}
-    env.update({f"FACEPARSE_{k.upper()}": str(v) for k, v in settings.items()})
-    env.update(FACEPARSE_MODEL_DIR=str(model_dir), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    base = f"http://127.0.0.1:{port}"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service exited with code {proc.returncode}; see {log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service was not ready within {ready_timeout_s:.0f} s; see {log_path}")
-            time.sleep(0.2)
-        yield Service(base, proc.pid, log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def rss_mb(pid: int) -> float:
@@ -251,7 +195,7 @@ def plot(result: dict, path: Path) -> None:
     print(f"plot: {path}")
 
 
-def soak(service: Service, minutes: float, concurrency: int, interval_s: float) -> dict:
+def soak(service: Server, minutes: float, concurrency: int, interval_s: float) -> dict:
     mix = request_mix(face_photos())
     with httpx.Client(base_url=service.base_url, timeout=120) as warm:
         for label, send in mix:  # every code path once before the clock starts
@@ -310,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "service.log"
-        with running_service(args.model, log_path) as service:
+        with running(service_spec(args.model), log_path) as service:
             result = soak(service, args.minutes, args.concurrency, args.interval)
         result["server_errors_logged"] = server_errors_logged(log_path)
     mem = result["memory"]

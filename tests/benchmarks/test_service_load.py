@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
+from benchmarks.servers import server_spec, service_spec
 from benchmarks.service_load import LevelStats, RoundResult, batch_totals, summarize, verdict
 from service.metrics import Metrics
 
@@ -37,3 +38,12 @@ def test_verdict_compares_with_the_best_batch_and_the_baselines():
     assert v["latency_overhead_ms"] == {"value": 25.0, "target": "<= 30", "met": True}
     assert v["vs_plain"] == {"img_per_s": True, "p99_lower": True}
     assert v["vs_litserve"] == {"img_per_s": False, "p99_lower": False}
+
+
+def test_the_service_spec_passes_settings_as_faceparse_variables(tmp_path):
+    spec = service_spec("models/x", max_queue_size=4, log_level="warning")
+    assert spec.env == {"FACEPARSE_MAX_QUEUE_SIZE": "4", "FACEPARSE_LOG_LEVEL": "warning",
+                        "FACEPARSE_MODEL_DIR": "models/x"}
+    ours = server_spec("ours", "models/x", 8, 5.0, tmp_path, {"FACEPARSE_WORKER_THREADS": "4"})
+    assert ours.args == spec.args and ours.ready_path == "/readyz"
+    assert ours.env["FACEPARSE_MAX_BATCH_SIZE"] == "8" and ours.env["FACEPARSE_WORKER_THREADS"] == "4"
