@@ -25,7 +25,8 @@ LAPA: tuple[str, ...] = (
     "mouth", "l_lip", "hair",
 )
 
-# "l_"/"r_" are the image's left and right: a horizontal flip swaps them.
+# "l_"/"r_" are the person's left and right (in CelebAMask-HQ l_eye mostly lies on the image's
+# right half): a horizontal flip swaps them.
 _MIRROR_PAIRS = (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"))
 
 # Human-readable names for legends and reports.
@@ -93,13 +94,16 @@ class LabelScheme:
         name = self.names[class_id]
         return DISPLAY_NAMES.get(name, name)
 
+    def mirror_pairs(self) -> list[tuple[int, int]]:
+        """``(left_id, right_id)`` of each left/right part pair in this scheme."""
+        return [(self.names.index(left), self.names.index(right)) for left, right in _MIRROR_PAIRS
+                if left in self.names and right in self.names]
+
     def flip_permutation(self) -> np.ndarray:
         """``perm[id]`` is the id a pixel of class ``id`` takes after a horizontal flip."""
         perm = np.arange(len(self.names), dtype=np.uint8)
-        for left, right in _MIRROR_PAIRS:
-            if left in self.names and right in self.names:
-                li, ri = self.names.index(left), self.names.index(right)
-                perm[li], perm[ri] = ri, li
+        for li, ri in self.mirror_pairs():
+            perm[li], perm[ri] = ri, li
         return perm
 
     def palette(self) -> np.ndarray:

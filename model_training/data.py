@@ -17,12 +17,18 @@ from model_training.metrics import IGNORE_INDEX
 RARE_CLASSES = ("eye_g", "hat", "ear_r", "neck_l")
 
 
-def split_indices(n: int, val_count: int, seed: int) -> tuple[list[int], list[int]]:
-    """A fixed random split: ``val_count`` held-out indices, the rest for training."""
-    if not 0 <= val_count < n:
-        raise ValueError(f"val_count must be in [0, {n}), got {val_count}")
+def split_indices(n: int, val_count: int, seed: int, test_count: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """A fixed random split ``(train, val, test)``: the first ``test_count`` of a seeded permutation
+    are the test split, the next ``val_count`` the validation split, the rest train.
+
+    The test part comes first so that, with ``test_count=0``, validation is what it always was, and
+    with ``test_count=100`` the test split is the old validation split (pairs the v2 model never
+    trained on)."""
+    if val_count < 0 or test_count < 0 or val_count + test_count >= n:
+        raise ValueError(f"val_count + test_count must be in [0, {n}), got {val_count} + {test_count}")
     order = np.random.default_rng(seed).permutation(n)
-    return sorted(order[val_count:].tolist()), sorted(order[:val_count].tolist())
+    test, val, train = np.split(order, [test_count, test_count + val_count])
+    return sorted(train.tolist()), sorted(val.tolist()), sorted(test.tolist())
 
 
 @dataclass

@@ -1,10 +1,13 @@
-"""Evaluate a model folder: per-class F1 / IoU over the whole set, a bar chart and an overlay grid.
+"""Evaluate a model folder: per-image F, pooled per-class F1 / IoU, a bar chart, a confusion matrix
+and an overlay grid.
 
     python -m model_training.evaluate --model models/face-parser \
-        --data_dir ../shared/data/celebamask-mini --val_count 100 --out reports/eval
+        --data_dir ../shared/data/celebamask-mini --test_count 100 --val_count 100 --split test \
+        --out reports/eval-test
 
 Predictions are made exactly as the service makes them (shared preprocessing
 and post-processing), at the label maps' own resolution (512 for CelebAMask-HQ).
+Score the test split once per candidate model; choose checkpoints on ``--split val``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from tqdm.auto import tqdm
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import label_map
 from face_parser.preprocess import resize_rgb, to_pixel_values
-from model_training.metrics import ConfusionMatrix
+from model_training.metrics import ConfusionMatrix, PerImageF
+
+# the figures printed after an evaluation and an export
+HEADLINE = ("per_image_f", "mean_f1_foreground", "mean_f1_all", "mean_iou", "classes_never_predicted")
 
 
 def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
@@ -33,17 +39,19 @@ def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], siz
 def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,
                     keep: int = 6) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Scores over ``indices`` and the first ``keep`` (image, truth, prediction) triples."""
-    cm = ConfusionMatrix(len(parser.labels))
+    cm, per_image = ConfusionMatrix(len(parser.labels)), PerImageF(len(parser.labels))
     kept = []
     for start in tqdm(range(0, len(indices), batch_size), desc="evaluate"):
         pairs = [dataset[i] for i in indices[start:start + batch_size]]
         for image, truth in pairs:  # photos may differ in size: predict each at its own
             pred = predict_label_maps(parser, [image], truth.shape)[0]
             cm.update(truth, pred)
+            per_image.update(truth, pred)
             if len(kept) < keep:
                 kept.append((image, truth, pred))
     report = cm.scores(list(parser.labels.names))
-    report.update({"model_version": parser.version, "images": len(indices)})
+    report.update({"per_image_f": per_image.value, "model_version": parser.version, "images": len(indices),
+                   "confusion": np.round(cm.normalised(), 4).tolist()})
     return report, kept
 
 
@@ -69,6 +77,30 @@ def per_class_chart(report: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def confusion_chart(report: dict, names: Sequence[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix: which classes are taken for which (left/right, hair/hat, neck/skin)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(report["confusion"])
+    fig, ax = plt.subplots(figsize=(8.5, 7.5))
+    image = ax.imshow(matrix, cmap="viridis", norm=matplotlib.colors.PowerNorm(0.4, vmin=0, vmax=1))
+    for t, p in zip(*np.nonzero(matrix >= 0.02)):
+        ax.text(p, t, f"{matrix[t, p]:.2f}"[1:] if matrix[t, p] < 1 else "1", ha="center", va="center",
+                fontsize=6, color="w" if matrix[t, p] < 0.5 else "k")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth (rows sum to 1)")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def overlay_grid(triples, palette: np.ndarray, path: Path, alpha: float = 0.55) -> None:
     """Rows of photo | ground truth overlay | prediction overlay."""
     from PIL import Image
@@ -86,30 +118,42 @@ def write_report(report: dict, triples, palette, out_dir: Path, title: str) -> N
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     per_class_chart(report, out_dir / "per_class.png", title)
+    confusion_chart(report, list(report["per_class"]), out_dir / "confusion.png", title)
     if triples:
         overlay_grid(triples, palette, out_dir / "overlays.png")
 
 
 def main(argv: list[str] | None = None) -> dict:
     from model_training.datasets.loaders import open_dataset
+    from model_training.datasets.lr_convention import ConventionFixed, find_reversed
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="models/face-parser", help="model folder (or hub id when online)")
     ap.add_argument("--dataset", default="folder", help="folder | celebamask-hq | hf | lapa")
     ap.add_argument("--data_dir", default="../shared/data/celebamask-mini")
     ap.add_argument("--val_count", type=int, default=100)
+    ap.add_argument("--test_count", type=int, default=0, help="pairs held out as the test split")
+    ap.add_argument("--split", choices=("val", "test"), default="val", help="which held-out part to score")
     ap.add_argument("--split_seed", type=int, default=0)
+    ap.add_argument("--fix_lr_convention", action="store_true",
+                    help="swap left/right ids of ground-truth masks that use the reversed convention first")
     ap.add_argument("--image_column", default="image")
     ap.add_argument("--label_column", default="label")
     ap.add_argument("--out", default="reports/eval")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     parser = FaceParser.load(args.model, device=args.device, dtype="float32")
-    _, val_base, _, val_idx = open_dataset(args)
-    report, triples = evaluate_parser(parser, val_base, val_idx)
-    write_report(report, triples, parser.labels.palette(), Path(args.out), f"{parser.version} on {len(val_idx)} held-out pairs")
-    print(json.dumps({k: report[k] for k in ("mean_f1_foreground", "mean_iou", "classes_never_predicted")}))
+    _, base, _, indices = open_dataset(args, part=args.split)
+    if args.fix_lr_convention:
+        base = ConventionFixed(base, find_reversed(base, indices))
+        print(f"left/right convention: {len(base.reversed)} of {len(indices)} ground-truth masks swapped")
+    report, triples = evaluate_parser(parser, base, indices)
+    report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention})
+    write_report(report, triples, parser.labels.palette(), Path(args.out),
+                 f"{parser.version}: {args.split} split, {len(indices)} pairs")
+    print(json.dumps({k: report[k] for k in HEADLINE}))
     return report
+
 
 
 if __name__ == "__main__":

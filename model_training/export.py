@@ -1,11 +1,12 @@
 """Export a training checkpoint as the folder the service loads, with a model card.
 
-    python -m model_training.export --checkpoint runs/small-256/checkpoint-3562 \
-        --run_dir runs/small-256 --out models/face-parser --image_size 256
+    python -m model_training.export --checkpoint runs/small-384 --run_dir runs/small-384 \
+        --out models/face-parser --image_size 384 --test_count 100
 
 The folder is a stock Hugging Face model (config with ``id2label``,
 ``model.safetensors`` in fp16 by default, ``preprocessor_config.json``): no
-project code is needed to load it. The held-out evaluation goes into the card.
+project code is needed to load it. The card is written from the run folders' own records
+(arguments, split, history) and the held-out evaluation (the test split when there is one).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from transformers import AutoModelForUniversalSegmentation
 
 from face_parser.modeling import FaceParser, save_model_folder
 from face_parser.preprocess import PreprocessConfig
-from model_training.evaluate import evaluate_parser, write_report
+from model_training.evaluate import HEADLINE, evaluate_parser, write_report
 
 LICENCE_NOTE = (
     "Trained on CelebAMask-HQ images and masks, which are licensed for **non-commercial research and "
@@ -63,12 +64,55 @@ def training_curve(history_files: list[Path], out_png: Path) -> None:
     plt.close(fig)
 
 
-def model_card(model, report: dict, command: str, version: str, size: int) -> str:
-    params = sum(p.numel() for p in model.parameters())
+def describe_architecture(model) -> list[str]:
+    """Bullet lines read from the model's own config."""
+    cfg, dec = model.config, model.config.decoder_config
+    bb = cfg.backbone_config
+    depths = "-".join(map(str, getattr(bb, "depths", []) or []))
+    widths = getattr(bb, "hidden_sizes", None) or getattr(bb, "embed_dim", "?")
+    decoder = f"{dec.model_type} decoder, {dec.decoder_layers} layers, d_model {dec.d_model}, dropout {dec.dropout}"
+    return [
+        f"backbone: {bb.model_type} (depths {depths}, widths {widths})",
+        f"pixel decoder: FPN, {cfg.fpn_feature_size} channels; mask features {cfg.mask_feature_size}",
+        f"transformer decoder: {decoder}",
+        f"queries: {cfg.num_queries}; parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
+    ]
+
+
+def describe_run(run_dir: Path) -> str:
+    """One line per training phase from the files the run wrote (``run_args.json``, ``split.json``,
+    ``eval_history.jsonl``), so that any export describes its own run."""
+    args = json.loads((run_dir / "run_args.json").read_text()) if (run_dir / "run_args.json").is_file() else {}
+    split = json.loads((run_dir / "split.json").read_text()) if (run_dir / "split.json").is_file() else {}
+    history = read_history(run_dir / "eval_history.jsonl") if (run_dir / "eval_history.jsonl").is_file() else []
+    data, model, training = args.get("data", {}), args.get("model", {}), args.get("training", {})
+    parts = [f"`{run_dir.name}`"]
+    if model:
+        parts.append(f"from {model.get('init_from') or 'scratch (' + str(model.get('preset')) + ')'}")
+    if data:
+        parts.append(f"input {data.get('image_size')} px, test {data.get('test_count', 0)} / validation "
+                     f"{data.get('val_count')} pairs held out (seed {data.get('split_seed')})")
+    if "lr_reversed_fixed" in split:
+        parts.append(f"{len(split['lr_reversed_fixed'])} left/right-reversed masks corrected")
+    if training:
+        parts.append(f"lr {training.get('learning_rate')} {training.get('lr_scheduler_type')}, batch "
+                     f"{training.get('per_device_train_batch_size')}, semantic Dice "
+                     f"{model.get('semantic_dice_weight', 0)}")
+    if history:
+        best = max(r["eval_mean_f1_foreground"] for r in history)
+        parts.append(f"{history[-1]['epoch']:.0f} epochs in {history[-1]['elapsed_s'] / 60:.0f} min, "
+                     f"best validation mean F1 {best:.4f}")
+    return "; ".join(parts)
+
+
+def model_card(model, report: dict, command: str, version: str, size: int, run_dirs: list[Path],
+               fp16: bool = True) -> str:
     rows = "\n".join(
         f"| {n} | {v['f1'] if v['f1'] is not None else '-'} | {v['iou'] if v['iou'] is not None else '-'} | {v['pixels']} |"
         for n, v in report["per_class"].items()
     )
+    arch = "\n".join(f"- {line}" for line in describe_architecture(model))
+    phases = "\n".join(f"{i}. {describe_run(d)}" for i, d in enumerate(run_dirs, 1)) or "(no run folders given)"
     return f"""---
 library_name: transformers
 pipeline_tag: image-segmentation
@@ -84,34 +128,30 @@ A `MaskFormerForInstanceSegmentation` face parser for the 19 CelebAMask-HQ class
 gives the label map.
 
 ## Architecture
-- backbone: ResNet-18-like (`ResNetConfig`, basic blocks, depths 2-2-2-2), trained from scratch
-- pixel decoder: FPN, {model.config.fpn_feature_size} channels; mask features {model.config.mask_feature_size}
-- transformer decoder: DETR decoder, {model.config.decoder_config.decoder_layers} layers, d_model {model.config.decoder_config.d_model}, dropout 0
-- queries: {model.config.num_queries} (one per class); parameters: {params / 1e6:.1f} M; input {size}x{size}; weights stored in float16
+{arch}
+- input {size}x{size}; weights stored in {"float16" if fp16 else "float32"}
 
 ## Training
-Data: 800 of the 900 pairs of a CelebAMask-HQ subset (512x512), 100 held out for validation.
 {LICENCE_NOTE}
 
-Recipe (`model_training/recipes/shipped.sh`: 26 epochs from scratch on 2 CPU cores, two GPU
-fine-tunes of 6 and 3 minutes, their best checkpoints averaged): AdamW, cosine schedule, input {size} px, flip (with left/right class swap),
-scale/rotate/translate and colour jitter, images holding rare classes (eyeglasses, hat,
-earring, necklace) seen twice per epoch, class-balanced per-pixel loss. Query `k` is assigned to
-class `k` during training (fixed matching instead of Hungarian matching) with mask BCE + dice
-and a per-pixel cross-entropy on the post-processed class probabilities; this avoids the query
-collapse seen with Hungarian matching and dropout when training MaskFormer from scratch on little
-data. The loss is training-only: inference is stock MaskFormer.
+Phases, in order (read from each run folder):
+{phases}
+
+Query `k` is assigned to class `k` during training (fixed matching instead of Hungarian
+matching) with mask BCE + dice, a per-pixel cross-entropy on the post-processed class
+probabilities and, where listed, a soft Dice on them. The loss is training-only: inference is
+stock MaskFormer.
 
 ```
 {command}
 ```
 
-## Evaluation (held-out 100 pairs, 512x512, eval mode)
-Per-class F1 and IoU from TP/FP/FN summed over all pixels of the set.
-
-- mean F1 over foreground classes: **{report['mean_f1_foreground']}**
+## Evaluation: {report.get("split", "val")} split, {report["images"]} pairs, 512x512, eval mode
+- per-image F (mean over images of the F1 of the classes in each ground truth): **{report.get("per_image_f")}**
+- pooled mean F1 over the 18 face classes: **{report['mean_f1_foreground']}**; over 19 with background: {report.get("mean_f1_all")}
 - mean IoU: {report['mean_iou']}
 - classes present but never predicted: {report['classes_never_predicted'] or 'none'}
+- left/right-reversed ground-truth masks corrected before scoring: {report.get("lr_convention_fixed", False)}
 
 | class | F1 | IoU | pixels |
 |---|---|---|---|
@@ -129,15 +169,18 @@ def export_checkpoint(checkpoint: str, out_dir: str, image_size: int, data_args,
     out = save_model_folder(model, PreprocessConfig(size=image_size), out_dir, version=version, fp16=fp16)
     from model_training.datasets.loaders import open_dataset
 
-    _, val_base, _, val_idx = open_dataset(data_args)
+    part = "test" if getattr(data_args, "test_count", 0) else "val"
+    _, base, _, indices = open_dataset(data_args, part=part)
     parser = FaceParser.load(out, device="cpu", dtype="float32")
-    report, triples = evaluate_parser(parser, val_base, val_idx)
+    report, triples = evaluate_parser(parser, base, indices)
+    report.update({"split": part, "lr_convention_fixed": False})
     reports = Path(reports_dir)
-    write_report(report, triples, parser.labels.palette(), reports, f"{version}: {len(val_idx)} held-out pairs")
+    write_report(report, triples, parser.labels.palette(), reports, f"{version}: {part} split, {len(indices)} pairs")
     histories = [Path(d) / "eval_history.jsonl" for d in run_dirs if (Path(d) / "eval_history.jsonl").is_file()]
     if histories:
         training_curve(histories, reports / "training_curve.png")
-    (out / "README.md").write_text(model_card(model, report, command, version, image_size))
+    card = model_card(model, report, command, version, image_size, [Path(d) for d in run_dirs], fp16=fp16)
+    (out / "README.md").write_text(card)
     return report
 
 
@@ -150,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dataset", default="folder")
     ap.add_argument("--data_dir", default="../shared/data/celebamask-mini")
     ap.add_argument("--val_count", type=int, default=100)
+    ap.add_argument("--test_count", type=int, default=0, help="when > 0 the card scores the test split")
     ap.add_argument("--split_seed", type=int, default=0)
     ap.add_argument("--image_column", default="image")
     ap.add_argument("--label_column", default="label")
@@ -160,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     report = export_checkpoint(args.checkpoint, args.out, args.image_size, args, args.run_dir, args.command,
                                fp16=not args.fp32, version=args.version, reports_dir=args.reports)
-    print(json.dumps({k: report[k] for k in ("mean_f1_foreground", "mean_iou", "classes_never_predicted")}))
+    print(json.dumps({k: report[k] for k in HEADLINE}))
     return report
 
 

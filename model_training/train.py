@@ -13,13 +13,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import (
-    AutoModelForUniversalSegmentation, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments,
+    AutoModelForUniversalSegmentation,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -28,10 +32,16 @@ from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
 from model_training.data import (
-    EvalSubset, TrainingSubset, balanced_class_weights, class_statistics, collate, oversample,
+    EvalSubset,
+    TrainingSubset,
+    balanced_class_weights,
+    class_statistics,
+    collate,
+    oversample,
 )
 from model_training.datasets.base import DatasetError
 from model_training.datasets.loaders import open_dataset
+from model_training.datasets.lr_convention import fix_conventions
 from model_training.losses import fixed_assignment_loss, hungarian_targets, semantic_ce
 from model_training.metrics import ConfusionMatrix
 
@@ -41,7 +51,12 @@ class DataArguments:
     dataset: str = field(default="folder", metadata={"help": "folder | celebamask-hq | hf | lapa"})
     data_dir: str = field(default="../shared/data/celebamask-mini", metadata={"help": "dataset folder or hub id"})
     val_count: int = field(default=100, metadata={"help": "pairs held out for validation (folder/hf/lapa train split)"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the train/validation split"})
+    test_count: int = field(default=0, metadata={
+        "help": "pairs held out as a test split that training never reads (folder/hf/lapa); score it with "
+                "model_training.evaluate --split test"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/validation/test split"})
+    fix_lr_convention: bool = field(default=True, metadata={
+        "help": "swap left/right ids of masks that use the reversed convention (found from part centroids)"})
     image_column: str = field(default="image", metadata={"help": "hf: image column"})
     label_column: str = field(default="label", metadata={"help": "hf: label-map column"})
     image_size: int = field(default=256, metadata={"help": "square model input size"})
@@ -58,6 +73,8 @@ class ModelArguments:
     num_queries: int | None = field(default=None, metadata={"help": "queries (default: classes for small)"})
     matching: str = field(default="fixed", metadata={"help": "fixed (query k = class k) | hungarian (stock loss)"})
     class_weight_power: float = field(default=0.5, metadata={"help": "0 = no class balancing"})
+    semantic_dice_weight: float = field(default=0.0, metadata={
+        "help": "fixed matching: weight of a soft Dice loss on the per-pixel class probabilities"})
     export_dir: str | None = field(default=None, metadata={"help": "write the best model here as a HF folder"})
     export_fp16: bool = field(default=True, metadata={"help": "store exported weights in float16"})
     max_train_minutes: float | None = field(
@@ -79,9 +96,11 @@ class TimeBudget(TrainerCallback):
 class ParserTrainer(Trainer):
     """Trainer with the parser's loss; evaluation returns class scores for the metrics."""
 
-    def __init__(self, *args, matching: str, class_weights: torch.Tensor | None, **kwargs):
+    def __init__(self, *args, matching: str, class_weights: torch.Tensor | None, semantic_dice_weight: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.matching, self.class_weights = matching, class_weights
+        self.semantic_dice_weight = semantic_dice_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels_hw"]
@@ -92,7 +111,8 @@ class ParserTrainer(Trainer):
             loss = out.loss + semantic_ce(out.class_queries_logits, out.masks_queries_logits, labels, weights)
         else:
             out = model(pixel_values=inputs["pixel_values"])
-            loss = fixed_assignment_loss(out.class_queries_logits, out.masks_queries_logits, labels, weights)
+            loss = fixed_assignment_loss(out.class_queries_logits, out.masks_queries_logits, labels, weights,
+                                         semantic_dice_weight=self.semantic_dice_weight)
         outputs = {"class_queries_logits": out.class_queries_logits, "masks_queries_logits": out.masks_queries_logits}
         return (loss, outputs) if return_outputs else loss
 
@@ -126,6 +146,8 @@ class EvalHistory(TrainerCallback):
             self.offset = lines[-1]["elapsed_s"] if lines else 0.0
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         row = {"epoch": state.epoch, "step": state.global_step,
                "elapsed_s": round(self.offset + time.time() - self.start, 1), **(metrics or {})}
         with self.path.open("a") as f:
@@ -143,14 +165,33 @@ def reload_best(trainer: Trainer) -> None:
 
 
 def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
-    """Open the dataset, split it, and wrap the parts for training and evaluation."""
+    """Open the dataset, split it, fix reversed left/right masks, and wrap the parts for training and
+    evaluation. Returns the datasets, class frequencies and a record of the split."""
     train_base, val_base, train_idx, val_idx = open_dataset(data_args)
+    record = {"split_seed": data_args.split_seed, "val_indices": val_idx}
+    if data_args.test_count:
+        record["test_indices"] = open_dataset(data_args, part="test")[3]
+    if data_args.fix_lr_convention:
+        train_base, val_base = fix_conventions(train_base, val_base, train_idx, val_idx)
+        record["lr_reversed_fixed"] = sorted(train_base.reversed | val_base.reversed)
+        print(f"left/right convention: swapped the labels of {len(record['lr_reversed_fixed'])} "
+              f"reversed masks among {len(train_idx) + len(val_idx)} train+validation pairs "
+              "(--fix_lr_convention false keeps them as they are)")
     freq, has_rare = class_statistics(train_base, train_idx)
     augment = AugmentConfig(size=data_args.image_size, min_scale=data_args.min_scale,
                             max_scale=data_args.max_scale, max_rotate_deg=data_args.max_rotate_deg)
     train = TrainingSubset(train_base, oversample(train_idx, has_rare, data_args.rare_repeat), augment, preprocess)
     val = EvalSubset(val_base, val_idx, preprocess)
-    return train, val, freq, val_idx
+    return train, val, freq, record
+
+
+def resume_checkpoint(train_args: TrainingArguments, out_dir: Path) -> str | bool | None:
+    """``--resume_from_checkpoint PATH`` wins; otherwise the last checkpoint in ``--output_dir``, so
+    that re-running the same command continues where the last run stopped (another day, another
+    machine). Start afresh with a new ``--output_dir``."""
+    if train_args.resume_from_checkpoint:
+        return train_args.resume_from_checkpoint
+    return get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -160,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_args.label_names = ["labels_hw"]
     preprocess = PreprocessConfig(size=data_args.image_size)
     try:
-        train_ds, val_ds, freq, val_idx = build_datasets(data_args, preprocess)
+        train_ds, val_ds, freq, split_record = build_datasets(data_args, preprocess)
     except DatasetError as exc:
         sys.exit(f"dataset error: {exc}")
     labels = train_ds.base.labels
@@ -168,18 +209,24 @@ def main(argv: list[str] | None = None) -> dict:
              else build_model(model_args.preset, labels, model_args.num_queries))
     weights = balanced_class_weights(freq, model_args.class_weight_power) if model_args.class_weight_power else None
     out_dir = Path(train_args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "split.json").write_text(json.dumps({"val_indices": val_idx}, indent=0))
+    if train_args.process_index == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "split.json").write_text(json.dumps(split_record, indent=0))
+        (out_dir / "run_args.json").write_text(json.dumps(
+            {"data": asdict(data_args), "model": asdict(model_args), "training": train_args.to_dict()},
+            indent=1, default=str))
     trainer = ParserTrainer(
         model=model, args=train_args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=collate,
         compute_metrics=metrics_fn(list(labels.names)), preprocess_logits_for_metrics=label_maps_for_metrics,
         callbacks=[EvalHistory(out_dir / "eval_history.jsonl")]
         + ([TimeBudget(model_args.max_train_minutes)] if model_args.max_train_minutes else []),
-        matching=model_args.matching, class_weights=weights,
+        matching=model_args.matching, class_weights=weights, semantic_dice_weight=model_args.semantic_dice_weight,
     )
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(train_args, out_dir))
     reload_best(trainer)
     metrics = trainer.evaluate()
+    if not trainer.is_world_process_zero():  # under torchrun only rank 0 writes files and exports
+        return metrics
     # the run folder itself becomes a loadable model folder (best model when load_best_model_at_end)
     save_model_folder(trainer.model, preprocess, out_dir, version=f"{out_dir.name}-final", fp16=False)
     if model_args.export_dir:

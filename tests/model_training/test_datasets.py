@@ -123,3 +123,27 @@ def test_confusion_matrix_f1():
     assert s["per_class"]["a"]["f1"] == pytest.approx(2 / 3, abs=1e-4)
     assert s["per_class"]["b"]["f1"] == pytest.approx(2 / 3, abs=1e-4)
     assert s["mean_f1_foreground"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_three_way_split_is_disjoint_and_keeps_the_old_validation_as_test():
+    from model_training.data import split_indices
+
+    train_idx, val_idx, test_idx = split_indices(50, 5, seed=3, test_count=7)
+    assert len(val_idx) == 5 and len(test_idx) == 7 and len(train_idx) == 38
+    assert sorted(train_idx + val_idx + test_idx) == list(range(50))
+    _, old_val, none = split_indices(50, 7, seed=3)
+    assert old_val == test_idx and none == []
+    with pytest.raises(ValueError, match="val_count"):
+        split_indices(10, 5, seed=0, test_count=5)
+
+
+def test_resume_prefers_the_explicit_checkpoint_then_the_last_one(tmp_path):
+    from transformers import TrainingArguments
+
+    run = tmp_path / "run"
+    for step in (10, 30, 20):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+    assert train.resume_checkpoint(TrainingArguments(str(run)), run) == str(run / "checkpoint-30")
+    explicit = TrainingArguments(str(run), resume_from_checkpoint=str(run / "checkpoint-10"))
+    assert train.resume_checkpoint(explicit, run) == str(run / "checkpoint-10")
+    assert train.resume_checkpoint(TrainingArguments(str(tmp_path / "new")), tmp_path / "new") is None
