@@ -37,7 +37,7 @@ ALERTS_TEST = ROOT / "docker" / "prometheus" / "alerts.test.yml"
 SCRAPE_S = 1
 # Grafana's $__rate_interval for this scrape interval, widened to cover the whole test's traffic.
 RATE_WINDOW = "2m"
-BURST = 16  # concurrent uploads against an admission limit of 2
+BURST = 24  # concurrent uploads against an admission limit of 2
 ROUNDS = 3  # of traffic, a scrape apart: every counter grows between two samples, so rates are not 0
 
 
@@ -129,7 +129,7 @@ def query(base: str, promql: str) -> list[dict]:
 
 async def traffic(base: str) -> None:
     """Parses that succeed, one bad upload (400), and a burst past the admission limit (503s)."""
-    photo = png_bytes(draw_face(128, seed=5)[0])
+    photo = png_bytes(draw_face(384, seed=5)[0])  # large enough that the burst overlaps
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         assert (await client.post("/parse", params={"faces": "whole"}, files={"image": photo})).status_code == 200
         assert (await client.post("/recolor", data={"lip_color": "#b0204a", "faces": "whole"},
