@@ -26,11 +26,11 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,8 @@ DEBOOTSTRAP_PACKAGES = "python3,python3-venv,python-is-python3,ca-certificates"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "face-parser-images"
 INDEX_PORT = 38611  # the local torch index's port when free (see serving())
-# Labels on everything the tests create, so a cleanup can find leftovers of a run that was killed.
+# On every image and container the tests create: a killed run's leftovers are
+# `docker ps -a --filter label=face-parser.test=1` (the tests remove their own as they finish).
 TEST_LABEL = "face-parser.test=1"
 
 
