@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Face-parser API image. Two stages: a builder that creates /opt/venv, and a slim
 # runtime that only receives that venv, the shipped model and a non-root user.
 #

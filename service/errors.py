@@ -52,6 +52,10 @@ class NotReady(ApiError):
     status, code = 503, "not_ready"
 
 
+class ShuttingDown(ApiError):
+    status, code = 503, "shutting_down"
+
+
 class InferenceFailed(ApiError):
     status, code = 500, "inference_failed"
 

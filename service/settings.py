@@ -6,6 +6,7 @@ build their own :class:`Settings` and hand it to ``create_app``.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,16 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "face-parser"
+
+
+def shipped_model_dir() -> Path:
+    """The shipped model: in the source tree (a checkout, an editable install), else where ``pip install .`` put it."""
+    checkout = REPO_ROOT / "models" / "face-parser"
+    installed = Path(sys.prefix) / "share" / "face-parser" / "models" / "face-parser"
+    return checkout if (checkout / "config.json").is_file() or not installed.is_dir() else installed
+
+
+DEFAULT_MODEL_DIR = shipped_model_dir()
 
 
 class Settings(BaseSettings):

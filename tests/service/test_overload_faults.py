@@ -212,3 +212,20 @@ async def test_a_client_that_hangs_up_while_queued_costs_no_inference(tiny_model
     text = generate_latest(app.state.metrics.registry).decode()
     assert metric(text, "faceparse_requests_total", endpoint="/parse", status="499") == 1
     assert metric(text, "faceparse_batch_size_count") == 0
+
+
+def test_a_request_queued_at_shutdown_gets_503_shutting_down(make_client, tiny_parser, image):
+    """Shutting down is not a timeout: the queued request is told to retry elsewhere, at once."""
+    slow = parser_like(tiny_parser, SlowParser, delay_s=0.5)
+    client = make_client(parser=slow, max_batch_size=1, max_batch_delay_ms=0, request_timeout_s=20)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(post, client, image)
+        assert wait_for_metric(client, "faceparse_batch_size_count", 1) == 1  # the first is in the model
+        queued = pool.submit(post, client, image)
+        assert wait_for_metric(client, "faceparse_queue_depth", 1) == 1
+        client.portal.call(client.app.state.engine.batcher.stop, 0.0)  # what the lifespan does, drain timed out
+        for r, elapsed in (running.result(timeout=10), queued.result(timeout=10)):
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "shutting_down" and "shut down" in r.json()["detail"]
+            assert r.headers["Retry-After"] == "1"
+            assert elapsed < 5.0

@@ -1,0 +1,56 @@
+"""Where the settings' defaults come from, in a checkout and in a regular install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import tomllib
+import venv
+from pathlib import Path
+
+import pytest
+
+from service.settings import REPO_ROOT, Settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_requires_python_is_what_the_code_needs():
+    """asyncio.timeout (service/middleware.py) and tomllib are Python 3.11."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"
+    assert "asyncio.timeout(" in (REPO_ROOT / "service" / "middleware.py").read_text()
+
+
+def test_checkout_default_is_the_shipped_model(monkeypatch):
+    monkeypatch.delenv("FACEPARSE_MODEL_DIR", raising=False)
+    assert Path(Settings().model_dir) == REPO_ROOT / "models" / "face-parser"
+
+
+def pip(args: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", "-q", *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_regular_install_finds_the_shipped_model(tmp_path):
+    """``pip install .`` (not editable) into a fresh venv: the default model folder is the installed copy."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    wheels = tmp_path / "wheels"
+    pip(["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO_ROOT)])
+    (wheel,) = wheels.glob("face_parser-*.whl")
+    pip(["--python", str(python), "install", "--no-deps", str(wheel)])
+    # The dependencies come from this interpreter's site-packages, after the new venv's own.
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    probe = ("import pathlib, sys, service.settings as s; "
+             "print(pathlib.Path(s.__file__).is_relative_to(sys.prefix), s.Settings().model_dir)")
+    run = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    imported_from_venv, model_dir = run.stdout.split()
+    assert imported_from_venv == "True", "the test must import the installed copy, not the checkout"
+    assert Path(model_dir) == env_dir / "share" / "face-parser" / "models" / "face-parser"
+    assert (Path(model_dir) / "config.json").is_file() and (Path(model_dir) / "model.safetensors").is_file()
