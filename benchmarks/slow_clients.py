@@ -1,11 +1,12 @@
 """Slow and greedy clients against the real service, while an ordinary client goes on working.
 
-    python -m benchmarks.slow_clients [--connections 200] [--attack-s 25] [--quiet-s 15] [--after-s 10]
+    python -m benchmarks.slow_clients [--connections 200] [--attack-s 25] [--quiet-s 10] [--after-s 10]
                                       [--attacker-addresses 1] [--json reports/reliability/slow_clients.json]
 
 Starts ``python -m service`` on loopback (default settings, the shipped model). An ordinary client
-(source address 127.0.0.2) sends a ``/parse?faces=whole`` of a 512 px JPEG every 200 ms: first alone
-(the quiet figures), then during each attack. Each attack is ``--connections`` sockets from
+(source address 127.0.0.2) sends a ``/parse?faces=whole`` of a 512 px JPEG every 200 ms: alone for
+``--quiet-s`` right before each attack (its quiet figures, taken next to the attack so that a shared
+machine's load drifts into both alike), then during the attack. Each attack is ``--connections`` sockets from
 127.0.0.3 (and up, with ``--attacker-addresses``), run in a process of their own, each re-opened
 1 s after the server cuts it (the flood re-opens at once):
 
@@ -52,6 +53,20 @@ def attacker_address(i: int) -> str:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(pid: int, run) -> tuple:
+    """``run()``'s result and the server's CPU use meanwhile, in cores (1.0 = one core busy all along)."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    result = run()
+    return result, round((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0), 2)
 
 
 def multipart_upload(port: int, photo: bytes) -> tuple[bytes, bytes]:
@@ -214,6 +229,10 @@ def recovery(pid: int, before: dict, seconds: float, every_s: float = 0.5) -> tu
 
 
 def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings) -> dict:
+    quiet_runs, quiet_cpu = with_cpu(server.pid, lambda: asyncio.run(
+        ordinary_client(server.base_url, photo, args.quiet_s)))
+    quiet = latency_stats(quiet_runs) | {"server_cpu_cores": quiet_cpu}
+    time.sleep(1.0)
     before = resources(server.pid)
     queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
     attacker = multiprocessing.get_context("spawn").Process(
@@ -231,21 +250,23 @@ def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings
             await asyncio.sleep(0.5)
         return client.result()
 
-    ordinary = asyncio.run(measure())
+    ordinary, attacked_cpu = with_cpu(server.pid, lambda: asyncio.run(measure()))
     cuts = queue.get(timeout=args.attack_s + 120)
     attacker.join(timeout=30)
     after, back = recovery(server.pid, before, args.after_s)
-    return {"kind": kind, "ordinary": latency_stats(ordinary),
+    return {"kind": kind, "quiet": quiet, "ordinary": latency_stats(ordinary) | {"server_cpu_cores": attacked_cpu},
             "attackers": summarize_cuts(cuts, deadlines(settings)[kind], args.attack_s),
             "server": {"before": before, "worst_during": worst, "after": after, "back_after_s": back}}
 
 
-def print_row(row: dict, quiet: dict) -> None:
-    o, a, s = row["ordinary"], row["attackers"], row["server"]
+def print_row(row: dict) -> None:
+    quiet, o, a, s = row["quiet"], row["ordinary"], row["attackers"], row["server"]
     ratio = o["p99_ms"] / quiet["p99_ms"] if o["p99_ms"] and quiet["p99_ms"] else float("nan")
     answers = ", ".join(f"{k} x{v['n']} (median {v['median_s']} s, max {v['max_s']} s)" for k, v in a["answers"].items())
-    print(f"{row['kind']}: ordinary {o['success_rate']:.1%} ok of {o['sent']} {o['answers']}, p50 {o['p50_ms']} ms, "
-          f"p99 {o['p99_ms']} ms ({ratio:.2f}x quiet); attackers {a['connections']} connections "
+    print(f"{row['kind']}: quiet {quiet['success_rate']:.1%} ok, p50 {quiet['p50_ms']} ms, p99 {quiet['p99_ms']} ms; "
+          f"attacked {o['success_rate']:.1%} ok of {o['sent']} {o['answers']}, p50 {o['p50_ms']} ms, "
+          f"p99 {o['p99_ms']} ms ({ratio:.2f}x quiet); server CPU {quiet['server_cpu_cores']} -> "
+          f"{o['server_cpu_cores']} cores; attackers {a['connections']} connections "
           f"({a['per_s']}/s), late {a['late']}: {answers}; server {s['before']} -> worst {s['worst_during']} -> "
           f"after {s['after']}, back after {s['back_after_s']}")
 
@@ -254,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=200, help="attacking connections of each kind")
     ap.add_argument("--attack-s", type=float, default=25.0, help="length of each attack (> the 20 s deadlines)")
-    ap.add_argument("--quiet-s", type=float, default=15.0, help="the ordinary client alone, before the attacks")
+    ap.add_argument("--quiet-s", type=float, default=10.0, help="the ordinary client alone, before each attack")
     ap.add_argument("--after-s", type=float, default=10.0, help="watch the server this long after each attack")
     ap.add_argument("--attacker-addresses", type=int, default=1, help="loopback addresses the attack comes from")
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
@@ -268,16 +289,13 @@ def main(argv: list[str] | None = None) -> dict:
         with running(service_spec(args.model, log_level="warning"), log_path) as server:
             upload = multipart_upload(server.port, photo)
             asyncio.run(ordinary_client(server.base_url, photo, 2.0))  # warm up
-            quiet = latency_stats(asyncio.run(ordinary_client(server.base_url, photo, args.quiet_s)))
-            time.sleep(1.0)
-            print(f"quiet: {quiet}; server {resources(server.pid)}")
             rows = []
             for kind in args.kinds:
                 rows.append(run_attack(kind, server, photo, upload, args, settings))
-                print_row(rows[-1], quiet)
+                print_row(rows[-1])
             logged = server_errors_logged(log_path)
     result = {"connections": args.connections, "attack_s": args.attack_s,
-              "attacker_addresses": args.attacker_addresses, "quiet": quiet, "attacks": rows,
+              "attacker_addresses": args.attacker_addresses, "attacks": rows,
               "server_errors_logged": logged}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
