@@ -37,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.servers import running, service_spec
 from benchmarks.soak import REPO_ROOT, face_photos, rss_mb, server_errors_logged, thread_count
@@ -209,6 +210,13 @@ def latency_stats(results: list[tuple[str, float]]) -> dict:
             "p99_ms": round(float(np.percentile(ok, 99)), 1) if len(ok) else None}
 
 
+def rejections(base_url: str) -> Counter[str]:
+    """The service's ``faceparse_rejected_total`` by reason."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return Counter({sample.labels["reason"]: sample.value for family in text_string_to_metric_families(text)
+                    for sample in family.samples if sample.name == "faceparse_rejected_total"})
+
+
 def resources(pid: int) -> dict:
     return {"rss_mb": round(rss_mb(pid), 1), "threads": thread_count(pid), "fds": open_fds(pid)}
 
@@ -233,7 +241,7 @@ def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings
         ordinary_client(server.base_url, photo, args.quiet_s)))
     quiet = latency_stats(quiet_runs) | {"server_cpu_cores": quiet_cpu}
     time.sleep(1.0)
-    before = resources(server.pid)
+    before, refused_before = resources(server.pid), rejections(server.base_url)
     queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
     attacker = multiprocessing.get_context("spawn").Process(
         target=attack_process, args=(kind, server.port, args.connections, args.attacker_addresses, args.attack_s,
@@ -254,8 +262,10 @@ def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings
     cuts = queue.get(timeout=args.attack_s + 120)
     attacker.join(timeout=30)
     after, back = recovery(server.pid, before, args.after_s)
+    refused = rejections(server.base_url) - refused_before
     return {"kind": kind, "quiet": quiet, "ordinary": latency_stats(ordinary) | {"server_cpu_cores": attacked_cpu},
             "attackers": summarize_cuts(cuts, deadlines(settings)[kind], args.attack_s),
+            "server_refusals": {reason: int(n) for reason, n in sorted(refused.items())},
             "server": {"before": before, "worst_during": worst, "after": after, "back_after_s": back}}
 
 
@@ -268,7 +278,27 @@ def print_row(row: dict) -> None:
           f"p99 {o['p99_ms']} ms ({ratio:.2f}x quiet); server CPU {quiet['server_cpu_cores']} -> "
           f"{o['server_cpu_cores']} cores; attackers {a['connections']} connections "
           f"({a['per_s']}/s), late {a['late']}: {answers}; server {s['before']} -> worst {s['worst_during']} -> "
-          f"after {s['after']}, back after {s['back_after_s']}")
+          f"after {s['after']}, back after {s['back_after_s']}; refusals {row['server_refusals']}")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The README's table: one line per attack."""
+    lines = ["| attack | attacking connections | how they ended (median / max s) | ordinary client ok | p50 ms quiet "
+             "-> attacked | p99 ms quiet -> attacked | server CPU cores | RSS MiB before / worst / +10 s | threads | "
+             "fds |", "|" + "---|" * 10]
+    for row in rows:
+        quiet, o, a, s = row["quiet"], row["ordinary"], row["attackers"], row["server"]
+        ended = ", ".join(f"{k} x{v['n']} ({v['median_s']:g} / {v['max_s']:g})" for k, v in a["answers"].items())
+        before, worst, after = s["before"], s["worst_during"], s["after"]
+        lines.append(
+            f"| {row['kind'].replace('_', ' ')} | {a['connections']} ({a['per_s']:g}/s) | {ended} | "
+            f"{o['answers'].get('200', 0)}/{o['sent']} | {quiet['p50_ms']:.0f} -> {o['p50_ms']:.0f} | "
+            f"{quiet['p99_ms']:.0f} -> {o['p99_ms']:.0f} ({o['p99_ms'] / quiet['p99_ms']:.2f}x) | "
+            f"{quiet['server_cpu_cores']:g} -> {o['server_cpu_cores']:g} | "
+            f"{before['rss_mb']:.0f} / {worst['rss_mb']:.0f} / {after['rss_mb']:.0f} | "
+            f"{before['threads']} / {worst['threads']} / {after['threads']} | "
+            f"{before['fds']} / {worst['fds']} / {after['fds']} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -299,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
               "server_errors_logged": logged}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
+    print(markdown_table(rows))
     print(f"server tracebacks/ERROR lines: {logged}\njson: {args.json}")
     return result
 

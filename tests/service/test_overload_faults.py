@@ -72,10 +72,9 @@ def wait_for_metric(client, name: str, value: float, timeout_s: float = 5.0) -> 
 
 def test_burst_beyond_capacity_gets_200_503_or_504_and_recovers(make_client, tiny_parser, image):
     timeout_s = 4.0
-    # max_faces=1: one queue slot per request (a queue of 4 cannot hold a photo's 16 faces). One test client
-    # sends the whole burst, so client_share=1: the service's bounds, not one client's share, are under test.
+    # max_faces=1: one queue slot per request (a queue of 4 cannot hold a photo's 16 faces).
     client = make_client(parser=parser_like(tiny_parser, SlowParser), max_queue_size=4, max_batch_size=1,
-                         max_batch_delay_ms=0, request_timeout_s=timeout_s, max_faces=1, client_share=1)
+                         max_batch_delay_ms=0, request_timeout_s=timeout_s, max_faces=1)
     expected = post(client, image)[0].content
     results = burst(client, image, 40)  # 10x the queue
 
