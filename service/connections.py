@@ -24,6 +24,8 @@ from service.settings import Settings
 class ConnectionGuard:
     """What all connections share: the bound on open connections, the idle and head deadlines, a refusal hook."""
 
+    linger_s = 2.0  # how long a refused connection still reads (and drops) what its client sends
+
     def __init__(self, settings: Settings, on_reject: Callable[[str], None] = lambda reason: None):
         self.connections = SharedBound("connections", "open connections", settings.max_connections,
                                        settings.client_share)
@@ -50,6 +52,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._head_started: float | None = None  # loop time of the first byte of the request head under way
         self._head_bytes = 0
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -67,6 +70,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         if self.cycle is None or self.cycle.response_complete:  # between requests: these bytes are a request head
             self._head_progress(len(data))
         super().data_received(data)
@@ -121,10 +126,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _answer_and_close(self, refusal: Refusal) -> None:
+        """Answer, then linger: closing with unread bytes would send a reset, and a client still writing would
+        lose the answer. So: end our side, drop what still comes, close when the client does or at ``linger_s``."""
         self.guard.on_reject(refusal.reason)
-        if not self.transport.is_closing():
-            self.transport.write(raw_http_response(replace(refusal, close=True).response()))
-            self.transport.close()
+        if self.transport.is_closing():
+            return
+        self.transport.write(raw_http_response(replace(refusal, close=True).response()))
+        self._cancel_timer()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._timer = self.loop.call_later(self.guard.linger_s, self.transport.close)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -140,3 +140,22 @@ async def test_a_websocket_holds_its_connection_slot_until_it_closes():
             assert status == 429
         await asyncio.sleep(0.1)
         assert guard.connections.held == 0
+
+
+async def test_a_refused_client_still_writing_reads_its_answer_instead_of_a_reset():
+    """Closing with unread bytes sends a TCP reset, which can destroy the answer before the client reads it."""
+    async with serving(max_connections=2, client_share=0.5) as (port, guard, _):
+        held = await connect(port)
+        reader, writer = await connect(port)  # over the share: refused as it arrives
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n"
+        writer.write(head)
+        for _ in range(20):  # the client goes on uploading for a while before it reads
+            writer.write(b"x" * 65536)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        _, status, headers, body = await answer(reader)
+        assert status == 429 and body["error"] == "too_many_requests" and headers["connection"] == "close"
+        writer.close()
+        held[1].close()
+        await asyncio.sleep(0.1)
+        assert guard.connections.held == 0
