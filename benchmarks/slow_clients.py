@@ -248,6 +248,7 @@ def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings
                                      upload, queue))
     attacker.start()
     time.sleep(2.0)  # let the attack build up before the ordinary client starts
+    attacker_cpu0, attack_t0 = cpu_seconds(attacker.pid), time.monotonic()
     worst = dict(before)
 
     async def measure() -> list[tuple[str, float]]:
@@ -259,12 +260,13 @@ def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings
         return client.result()
 
     ordinary, attacked_cpu = with_cpu(server.pid, lambda: asyncio.run(measure()))
+    attacker_cpu = round((cpu_seconds(attacker.pid) - attacker_cpu0) / (time.monotonic() - attack_t0), 2)
     cuts = queue.get(timeout=args.attack_s + 120)
     attacker.join(timeout=30)
     after, back = recovery(server.pid, before, args.after_s)
     refused = rejections(server.base_url) - refused_before
     return {"kind": kind, "quiet": quiet, "ordinary": latency_stats(ordinary) | {"server_cpu_cores": attacked_cpu},
-            "attackers": summarize_cuts(cuts, deadlines(settings)[kind], args.attack_s),
+            "attackers": summarize_cuts(cuts, deadlines(settings)[kind], args.attack_s) | {"cpu_cores": attacker_cpu},
             "server_refusals": {reason: int(n) for reason, n in sorted(refused.items())},
             "server": {"before": before, "worst_during": worst, "after": after, "back_after_s": back}}
 
@@ -276,7 +278,7 @@ def print_row(row: dict) -> None:
     print(f"{row['kind']}: quiet {quiet['success_rate']:.1%} ok, p50 {quiet['p50_ms']} ms, p99 {quiet['p99_ms']} ms; "
           f"attacked {o['success_rate']:.1%} ok of {o['sent']} {o['answers']}, p50 {o['p50_ms']} ms, "
           f"p99 {o['p99_ms']} ms ({ratio:.2f}x quiet); server CPU {quiet['server_cpu_cores']} -> "
-          f"{o['server_cpu_cores']} cores; attackers {a['connections']} connections "
+          f"{o['server_cpu_cores']} cores (attackers {a['cpu_cores']}); attackers {a['connections']} connections "
           f"({a['per_s']}/s), late {a['late']}: {answers}; server {s['before']} -> worst {s['worst_during']} -> "
           f"after {s['after']}, back after {s['back_after_s']}; refusals {row['server_refusals']}")
 
