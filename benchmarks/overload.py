@@ -5,10 +5,11 @@
 
 Starts ``python -m service`` on loopback with ``FACEPARSE_MAX_QUEUE_SIZE=--queue-size`` and
 ``FACEPARSE_CLIENT_SHARE=--client-share`` (other settings default), warms it with one full batch, then
-each round sends ``factor x queue-size`` ``/parse`` requests of a 512 px face photo at the same instant. Reported per round: requests sent, answered 200
-(and whether each answer equals the one the photo gets alone), rejected 503, timed out 504, other,
-max latency (overall and of the 503s), a ``/healthz`` sent mid-burst, the queue-depth metric once the
-burst is over, and the server's resident memory before the first burst and after each (once settled).
+each round sends ``factor x queue-size`` ``/parse`` requests of a 512 px face photo at the same instant.
+Reported per round: requests sent, answered 200 (and whether each answer equals the one the photo gets
+alone), rejected 503, timed out 504, other, max latency (overall and of the 503s), a ``/healthz`` sent
+mid-burst, the queue-depth metric once the burst is over, and the server's resident memory before the first
+burst and after each (once settled).
 """
 
 from __future__ import annotations

@@ -274,7 +274,8 @@ def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings
 def print_row(row: dict) -> None:
     quiet, o, a, s = row["quiet"], row["ordinary"], row["attackers"], row["server"]
     ratio = o["p99_ms"] / quiet["p99_ms"] if o["p99_ms"] and quiet["p99_ms"] else float("nan")
-    answers = ", ".join(f"{k} x{v['n']} (median {v['median_s']} s, max {v['max_s']} s)" for k, v in a["answers"].items())
+    answers = ", ".join(f"{k} x{v['n']} (median {v['median_s']} s, max {v['max_s']} s)"
+                        for k, v in a["answers"].items())
     print(f"{row['kind']}: quiet {quiet['success_rate']:.1%} ok, p50 {quiet['p50_ms']} ms, p99 {quiet['p99_ms']} ms; "
           f"attacked {o['success_rate']:.1%} ok of {o['sent']} {o['answers']}, p50 {o['p50_ms']} ms, "
           f"p99 {o['p99_ms']} ms ({ratio:.2f}x quiet); server CPU {quiet['server_cpu_cores']} -> "

@@ -89,7 +89,8 @@ def create_app(settings: Settings | None = None, parser: FaceParser | None = Non
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     trimmer = IdleTrimmer(settings.idle_trim_s)
-    app.add_middleware(AdmissionMiddleware, paths={"/parse", "/recolor"}, limits=AdmissionLimits.from_settings(settings),
+    app.add_middleware(AdmissionMiddleware, paths={"/parse", "/recolor"},
+                       limits=AdmissionLimits.from_settings(settings),
                        identify=partial(client_identity, api_key=settings.api_key),
                        on_reject=app.state.metrics.rejected, on_busy=trimmer.busy, on_idle=trimmer.idle)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)

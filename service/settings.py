@@ -77,7 +77,8 @@ class Settings(BaseSettings):
             self.api_key = None  # an empty FACEPARSE_API_KEY means no key, not a key that nothing matches
         if self.header_timeout_max_s < self.header_timeout_s:
             raise ValueError(f"FACEPARSE_HEADER_TIMEOUT_MAX_S={self.header_timeout_max_s} is below "
-                             f"FACEPARSE_HEADER_TIMEOUT_S={self.header_timeout_s}: the maximum must be at least the start")
+                             f"FACEPARSE_HEADER_TIMEOUT_S={self.header_timeout_s}: the maximum must be at least "
+                             "the start")
         if self.max_faces > self.max_queue_size:
             raise ValueError(f"FACEPARSE_MAX_FACES={self.max_faces} exceeds FACEPARSE_MAX_QUEUE_SIZE="
                              f"{self.max_queue_size}: a photo's faces are queued together, so raise the queue "

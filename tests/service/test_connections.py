@@ -9,8 +9,10 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+import pytest
 import uvicorn
 import websockets
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -159,3 +161,8 @@ async def test_a_refused_client_still_writing_reads_its_answer_instead_of_a_rese
         held[1].close()
         await asyncio.sleep(0.1)
         assert guard.connections.held == 0
+
+
+def test_a_header_deadline_maximum_below_its_start_is_refused_with_both_names():
+    with pytest.raises(ValidationError, match="HEADER_TIMEOUT_MAX_S=5.0 is below FACEPARSE_HEADER_TIMEOUT_S=10"):
+        Settings(model_dir="unused", header_timeout_s=10, header_timeout_max_s=5)

@@ -159,6 +159,7 @@ async def test_full_uploads_answer_503_to_every_client():
     ({"x-api-key": "wrong"}, "address 10.1.2.3"),  # a wrong key counts against the address, not the key
 ])
 def test_a_client_is_its_api_key_when_keys_are_on_else_its_address(headers, expected):
-    scope = {"type": "http", "client": ("10.1.2.3", 5), "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+    scope = {"type": "http", "client": ("10.1.2.3", 5), "headers": raw_headers}
     assert client_identity(scope, SecretStr("secret")) == expected
     assert client_identity(scope, None) == "address 10.1.2.3"
