@@ -3,12 +3,13 @@
     python -m benchmarks.overload [--queue-size 16] [--factor 10] [--rounds 5] [--request-timeout 5]
                                   [--json reports/reliability/overload.json]
 
-Starts ``python -m service`` on loopback with ``FACEPARSE_MAX_QUEUE_SIZE=--queue-size`` (other settings
-default), warms it with one full batch, then each round sends ``factor x queue-size`` ``/parse``
-requests of a 512 px face photo at the same instant. Reported per round: requests sent, answered 200
-(and whether each answer equals the one the photo gets alone), rejected 503, timed out 504, other,
-max latency (overall and of the 503s), a ``/healthz`` sent mid-burst, the queue-depth metric once the
-burst is over, and the server's resident memory before the first burst and after each (once settled).
+Starts ``python -m service`` on loopback with ``FACEPARSE_MAX_QUEUE_SIZE=--queue-size`` and
+``FACEPARSE_CLIENT_SHARE=--client-share`` (other settings default), warms it with one full batch, then
+each round sends ``factor x queue-size`` ``/parse`` requests of a 512 px face photo at the same instant.
+Reported per round: requests sent, answered 200 (and whether each answer equals the one the photo gets
+alone), rejected 503, timed out 504, other, max latency (overall and of the 503s), a ``/healthz`` sent
+mid-burst, the queue-depth metric once the burst is over, and the server's resident memory before the first
+burst and after each (once settled).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--request-timeout", type=float, default=5.0, help="FACEPARSE_REQUEST_TIMEOUT_S")
     ap.add_argument("--max-in-flight", type=int, default=0, help="FACEPARSE_MAX_IN_FLIGHT (0: queue + batch)")
+    ap.add_argument("--client-share", type=float, default=1.0, help="FACEPARSE_CLIENT_SHARE: one client sends the "
+                    "whole burst, so 1 measures the service's bounds (the default 0.25 answers most with 429)")
     ap.add_argument("--model", default=str(REPO_ROOT / "models" / "face-parser"))
     ap.add_argument("--json", type=Path, default=REPO_ROOT / "reports" / "reliability" / "overload.json")
     args = ap.parse_args(argv)
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "service.log"
         spec = service_spec(args.model, max_queue_size=args.queue_size, request_timeout_s=args.request_timeout,
-                            max_in_flight=args.max_in_flight)
+                            max_in_flight=args.max_in_flight, client_share=args.client_share)
         with running(spec, log_path) as service:
             model = httpx.get(service.base_url + "/v1/model", timeout=10).json()
             status, _, body = asyncio.run(burst(service.base_url, photo, 1, 60))[1]

@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from service.app import create_app
+from service.connections import ConnectionGuard, guarded_protocol
 from service.settings import get_settings
 
 
@@ -18,8 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level,
-                access_log=False, timeout_graceful_shutdown=30)
+    app = create_app(settings)
+    guard = ConnectionGuard(settings, on_reject=app.state.metrics.rejected)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level, access_log=False,
+                timeout_graceful_shutdown=30, http=guarded_protocol(guard),
+                timeout_keep_alive=settings.keep_alive_timeout_s, ws_max_size=settings.max_upload_bytes)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 from fastapi import FastAPI
@@ -27,7 +28,9 @@ from service.errors import (
 from service.inference import InferenceEngine
 from service.memory import IdleTrimmer
 from service.metrics import Metrics
-from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from service.middleware import (
+    AdmissionLimits, AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware, client_identity,
+)
 from service.routes import health, model_info, page, parse, recolor
 from service.routes.page import STATIC_DIR
 from service.settings import Settings, get_settings
@@ -86,9 +89,10 @@ def create_app(settings: Settings | None = None, parser: FaceParser | None = Non
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     trimmer = IdleTrimmer(settings.idle_trim_s)
-    app.add_middleware(AdmissionMiddleware, paths={"/parse", "/recolor"}, limit=settings.in_flight_limit,
-                       timeout_s=settings.request_timeout_s, on_reject=app.state.metrics.rejected,
-                       on_busy=trimmer.busy, on_idle=trimmer.idle)
+    app.add_middleware(AdmissionMiddleware, paths={"/parse", "/recolor"},
+                       limits=AdmissionLimits.from_settings(settings),
+                       identify=partial(client_identity, api_key=settings.api_key),
+                       on_reject=app.state.metrics.rejected, on_busy=trimmer.busy, on_idle=trimmer.idle)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

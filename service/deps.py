@@ -13,6 +13,8 @@ from typing import Annotated
 import numpy as np
 import torch
 from fastapi import Depends, File, Request, UploadFile
+from pydantic import SecretStr
+from starlette.datastructures import Headers
 
 from service.batcher import QueueFullError, QueueTimeoutError, ShuttingDownError
 from service.errors import (
@@ -46,14 +48,16 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 
 
+def api_key_matches(headers: Headers, api_key: SecretStr) -> bool:
+    """``Authorization: Bearer <key>`` or ``X-API-Key`` equals ``api_key`` (compared in constant time)."""
+    auth = headers.get("authorization", "")
+    given = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+    return hmac.compare_digest(given.encode(), api_key.get_secret_value().encode())
+
+
 def require_api_key(request: Request, settings: SettingsDep) -> None:
     """When an API key is configured, accept ``Authorization: Bearer <key>`` or ``X-API-Key``."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    auth = request.headers.get("authorization", "")
-    given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), expected):
+    if settings.api_key is not None and not api_key_matches(request.headers, settings.api_key):
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
                            headers={"WWW-Authenticate": "Bearer"})
 

@@ -74,7 +74,8 @@ async def api_error_handler(request: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.detail, exc.headers)
 
 
-HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+                    429: "too_many_requests", 503: "overloaded"}
 
 
 async def http_error_handler(request: Request, exc: HTTPException) -> JSONResponse:

@@ -44,8 +44,24 @@ class Settings(BaseSettings):
                                       "several workers, only while none of the others is idle")
     max_queue_size: int = Field(64, ge=1, description="waiting requests beyond this get 503")
     request_timeout_s: float = Field(30.0, gt=0, description="a request queued longer gets 504")
-    max_in_flight: int = Field(0, ge=0, description="photos admitted at once to /parse and /recolor, more get 503 "
-                               "before upload and decoding; 0 = max_queue_size + max_batch_size")
+    max_in_flight: int = Field(0, ge=0, description="uploaded photos admitted at once to /parse and /recolor, more get "
+                               "503 before decoding; 0 = max_queue_size + max_batch_size")
+    max_uploads: int = Field(64, ge=1, description="uploads to /parse and /recolor still arriving at once, counted "
+                             "apart from the photos in flight; more get 503")
+    max_connections: int = Field(512, ge=1, description="open connections (python -m service); more are answered "
+                                 "503 and closed as they arrive")
+    client_share: float = Field(0.25, gt=0, le=1, description="most of each bound (connections, uploads, photos in "
+                                "flight) one client may hold: its address, or its API key when keys are on; over "
+                                "it, 429 + Retry-After. 1 = no share")
+    keep_alive_timeout_s: int = Field(5, ge=1, description="a connection with no request under way is closed after "
+                                      "this long, new ones included (uvicorn's timeout_keep_alive)")
+    header_timeout_s: float = Field(20.0, gt=0, description="408 unless a request's headers arrive within this "
+                                    "(from their first byte), plus 1 s per min_rate bytes received ...")
+    header_timeout_max_s: float = Field(40.0, gt=0, description="... up to this (mod_reqtimeout header=20-40)")
+    body_timeout_s: float = Field(20.0, gt=0, description="408 unless the upload arrives within this plus 1 s per "
+                                  "min_rate bytes received (mod_reqtimeout body=20); request_timeout_s still bounds it")
+    min_rate_bytes_s: float = Field(500.0, ge=0, description="the rate that earns headers and uploads more time "
+                                    "(mod_reqtimeout MinRate=500); 0 = fixed deadlines")
     worker_threads: int = Field(8, ge=1, le=256, description="threads for decoding, post-processing and encoding")
     idle_trim_s: float = Field(2.0, ge=0, description="return freed heap to the OS this long after the last request; 0 = never")
 
@@ -69,6 +85,10 @@ class Settings(BaseSettings):
             raise ValueError(f"FACEPARSE_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.api_key is not None and not self.api_key.get_secret_value():
             self.api_key = None  # an empty FACEPARSE_API_KEY means no key, not a key that nothing matches
+        if self.header_timeout_max_s < self.header_timeout_s:
+            raise ValueError(f"FACEPARSE_HEADER_TIMEOUT_MAX_S={self.header_timeout_max_s} is below "
+                             f"FACEPARSE_HEADER_TIMEOUT_S={self.header_timeout_s}: the maximum must be at least "
+                             "the start")
         if self.max_faces > self.max_queue_size:
             raise ValueError(f"FACEPARSE_MAX_FACES={self.max_faces} exceeds FACEPARSE_MAX_QUEUE_SIZE="
                              f"{self.max_queue_size}: a photo's faces are queued together, so raise the queue "

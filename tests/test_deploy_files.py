@@ -700,8 +700,11 @@ def test_k8s_kustomization_lists_every_manifest(monkeypatch):
     for folder in (K8S / "components").glob("*"):
         comp = load_yaml(folder / "kustomization.yaml")
         assert comp["kind"] == "Component"
-        for resource in comp["resources"]:
+        for resource in comp.get("resources", []):
             assert (folder / resource).is_file()
+        for generator in comp.get("configMapGenerator", []):
+            for file in generator.get("files", []):
+                assert (folder / file.split("=")[-1]).is_file()
 
     (generator,) = kustomization["configMapGenerator"]
     literals = dict(item.split("=", 1) for item in generator["literals"])
@@ -777,7 +780,7 @@ def test_k8s_kustomize_build(tmp_path):
     (overlay / "base").symlink_to(K8S, target_is_directory=True)
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["base"], "components": ["base/components/servicemonitor"],
+        "resources": ["base"], "components": ["base/components/servicemonitor", "base/components/reverse-proxy"],
     }))
     for target, expect_monitor in ((K8S, False), (overlay, True)):
         run = subprocess.run([kubectl, "kustomize", str(target)], capture_output=True, text=True, timeout=120)
@@ -792,3 +795,73 @@ def test_k8s_kustomize_build(tmp_path):
         config_ref = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
         assert config_ref in {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}, \
             "the Deployment must reference the generated (hashed) ConfigMap"
+        containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+        service = next(d for d in docs if d["kind"] == "Service")
+        if expect_monitor:  # the overlay also puts the nginx sidecar in front
+            proxy = containers["proxy"]
+            assert {p["name"]: p["containerPort"] for p in proxy["ports"]} == {"proxy": PROXY_PORT}
+            assert {e["name"]: e["value"] for e in proxy["env"]}["FACEPARSE_UPSTREAM"] == f"127.0.0.1:{API_PORT}"
+            assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+            assert service["spec"]["ports"][0]["targetPort"] == "proxy"
+        else:
+            assert set(containers) == {API_SERVICE} and service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+# --------------------------------------------------------------------------- reverse proxy
+
+PROXY_TEMPLATE = K8S / "components" / "reverse-proxy" / "face-parser.conf.template"
+PROXY_PORT = 8080
+
+
+def nginx_directives(text: str) -> dict[str, list[str]]:
+    """``name -> [arguments]`` of every simple directive (comments dropped; the last one of a name wins)."""
+    body = re.sub(r"#[^\n]*", "", text)
+    pattern = r"^\s*([a-z_]+)\s+((?:\$\{[A-Z_]+\}|[^;{\n])*);"
+    return {m.group(1): m.group(2).split() for m in re.finditer(pattern, body, re.M)}
+
+
+def seconds(value: str) -> float:
+    return float(value.removesuffix("s"))
+
+
+def test_reverse_proxy_limits_match_the_service_settings():
+    from service.settings import Settings
+
+    defaults = Settings()
+    d = nginx_directives(PROXY_TEMPLATE.read_text())
+    assert seconds(d["client_header_timeout"][0]) == defaults.header_timeout_s
+    assert seconds(d["client_body_timeout"][0]) == defaults.body_timeout_s
+    assert seconds(d["keepalive_timeout"][0]) == defaults.keep_alive_timeout_s
+    assert int(d["limit_conn"][1]) == int(defaults.max_connections * defaults.client_share)
+    assert d["limit_conn_status"] == ["429"] and d["proxy_request_buffering"] == ["on"]
+    assert int(d["client_max_body_size"][0].removesuffix("m")) * 1024 * 1024 == defaults.max_upload_bytes
+    assert seconds(d["proxy_read_timeout"][0]) > defaults.request_timeout_s
+    # set, not appended ($proxy_add_x_forwarded_for): a client must not choose whose share it uses
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in PROXY_TEMPLATE.read_text()
+    assert d["listen"] == [str(PROXY_PORT)] and d["server"] == ["${FACEPARSE_UPSTREAM}"]
+
+
+def test_compose_proxy_profile_renders_the_same_template(compose):
+    proxy = compose["services"]["proxy"]
+    assert proxy["profiles"] == ["proxy"], "opt-in: plain `docker compose up` starts no proxy"
+    mounts = bind_mounts(proxy)
+    assert mounts["/etc/nginx/templates/face-parser.conf.template"] == f"./{PROXY_TEMPLATE.relative_to(ROOT)}"
+    host, port = proxy["environment"]["FACEPARSE_UPSTREAM"].split(":")
+    assert host == API_SERVICE and int(port) == API_PORT
+    assert PROXY_PORT in published_ports(proxy)
+
+
+def test_nginx_accepts_the_proxy_template(tmp_path):
+    nginx = tool("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not nginx:
+        pytest.skip("nginx not installed (bash scripts/install_test_tools.sh)")
+    good = PROXY_TEMPLATE.read_text().replace("${FACEPARSE_UPSTREAM}", f"127.0.0.1:{API_PORT}")
+    broken = good.replace("client_body_timeout 20s", "client_body_timeout")  # the check is not vacuous
+    site, conf = tmp_path / "site.conf", tmp_path / "nginx.conf"
+    conf.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+                    f"http {{ access_log off; include {site}; }}\n")
+    for text, valid in ((good, True), (broken, False)):
+        site.write_text(text)
+        run = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")],
+                             capture_output=True, text=True, timeout=30)
+        assert (run.returncode == 0) == valid, run.stdout + run.stderr
