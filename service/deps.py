@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Mapping
 from typing import Annotated
 
 import numpy as np
@@ -45,14 +46,22 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 
 
+def presented_key(headers: Mapping[str, str]) -> str:
+    """The key a client sent as ``Authorization: Bearer <key>`` or ``X-API-Key`` ("" when none)."""
+    auth = headers.get("authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+
+
+def api_key_valid(given: str | None, settings: Settings) -> bool:
+    """True when no key is configured or ``given`` is it (compared in constant time)."""
+    if settings.api_key is None:
+        return True
+    return hmac.compare_digest((given or "").encode(), settings.api_key.get_secret_value().encode())
+
+
 def require_api_key(request: Request, settings: SettingsDep) -> None:
     """When an API key is configured, accept ``Authorization: Bearer <key>`` or ``X-API-Key``."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    auth = request.headers.get("authorization", "")
-    given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), expected):
+    if not api_key_valid(presented_key(request.headers), settings):
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
                            headers={"WWW-Authenticate": "Bearer"})
 

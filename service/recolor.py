@@ -59,6 +59,11 @@ class ColorRequest:
     finish: LipFinish = "natural"
 
 
+def needed_parts(lips: ColorRequest | None, hair: ColorRequest | None) -> tuple[str, ...]:
+    """The parsed parts whose probabilities :func:`part_mattes` needs for these requests."""
+    return (LIP_PARTS + TEETH_PARTS if lips else ()) + (HAIR_PARTS if hair else ())
+
+
 def parse_hex_color(value: str) -> tuple[int, int, int]:
     """``#RRGGBB`` -> (r, g, b); ValueError with the accepted form otherwise."""
     text = value.strip()

@@ -11,11 +11,9 @@ from fastapi.responses import Response
 from face_parser.labels import LabelScheme
 from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
-from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
+from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo, part_probabilities
 from service.imaging import OUTPUT_FORMATS, encode_image
-from service.recolor import (
-    HAIR_PARTS, LIP_PARTS, TEETH_PARTS, ColorRequest, LipFinish, parse_hex_color, recolor,
-)
+from service.recolor import ColorRequest, LipFinish, needed_parts, parse_hex_color, recolor
 from service.threads import run_in_worker
 
 router = APIRouter(tags=["recolor"], dependencies=[Depends(require_api_key)])
@@ -56,20 +54,9 @@ def check_face_indices(indices: list[int] | None, parsing: Parsing) -> None:
         raise InvalidParameter(f"face_indices: face {indices[-1]} does not exist; {found} faces found ({allowed})")
 
 
-def part_probabilities(parsing: Parsing, labels: LabelScheme, size: tuple[int, int], parts,
-                       face_indices: list[int] | None) -> dict:
-    """Full-size probabilities of just the parts the recolouring needs (of the chosen faces)."""
-    ids = {name: labels.id_of(name) for name in parts if name in labels.names}
-    if not ids:
-        return {}
-    full = parsing.probabilities(size, list(ids.values()), face_indices)
-    return {name: full[i].numpy() for i, name in enumerate(ids)}
-
-
 def render(parsing: Parsing, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str,
            face_indices: list[int] | None) -> bytes:
-    parts = (LIP_PARTS + TEETH_PARTS if lips else ()) + (HAIR_PARTS if hair else ())
-    probs = part_probabilities(parsing, labels, photo_hwc.shape[:2], parts, face_indices)
+    probs = part_probabilities(parsing, labels, photo_hwc.shape[:2], needed_parts(lips, hair), face_indices)
     return encode_image(recolor(photo_hwc, probs, lips, hair), fmt)
 
 
