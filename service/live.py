@@ -19,6 +19,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from face_parser.faces import Face, crop_face
+from face_parser.preprocess import resize_rgb
 from service.faces import FacesMode, Parsing, part_probabilities
 from service.imaging import decode_image
 from service.inference import InferenceEngine
@@ -110,26 +111,28 @@ class LiveStream:
     async def process(self, frame: Frame) -> bytes:
         """The recoloured frame as JPEG (same size), tagged with the frame's index in its comment.
 
-        Raises the service's errors: InvalidImage / UnsupportedMediaType for a bad frame,
-        PayloadTooLarge above the pixel limit, the batcher's queue errors under overload.
+        Two hops to a worker thread around the shared batcher: decode + track + crop, then
+        re-frame + paste + mattes + recolour + encode. Raises the service's errors:
+        InvalidImage / UnsupportedMediaType for a bad frame, PayloadTooLarge above the pixel
+        limit, the batcher's queue errors under overload.
         """
-        photo_hwc = await run_in_worker(decode_image, frame.data, self.settings.live_max_frame_pixels)
+        photo_hwc, faces, inputs = await run_in_worker(self._prepare, frame.data)
+        scores = await self.engine.batcher.submit_many(inputs) if inputs else []
+        return await run_in_worker(self._finish, photo_hwc, Parsing(scores, faces), frame.index)
+
+    def _prepare(self, data: bytes) -> tuple[np.ndarray, list[Face] | None, list[np.ndarray]]:
+        """Decode; the faces and their crops at the model's input size (``faces=whole``: the frame, resized)."""
+        photo_hwc = decode_image(data, self.settings.live_max_frame_pixels)
         size = self.engine.parser.preprocess.size
         if self.options.faces == "whole":
-            faces, crops = None, [photo_hwc]
-            await run_in_worker(self.tracker.observe, photo_hwc)  # the motion still steadies the mattes
-        else:
-            faces, crops = await run_in_worker(self._track_and_crop, photo_hwc, size)
-        scores = await self.engine.scores(crops) if crops else []
-        if faces is not None:
-            await run_in_worker(self.tracker.update, scores, self.engine.parser.labels)
-        return await run_in_worker(self._render, photo_hwc, Parsing(scores, faces), frame.index)
-
-    def _track_and_crop(self, photo_hwc: np.ndarray, size: int) -> tuple[list[Face], list[np.ndarray]]:
+            self.tracker.observe(photo_hwc)  # the motion still steadies the mattes
+            return photo_hwc, None, [resize_rgb(photo_hwc, size)]
         faces = self.tracker.step(photo_hwc)
-        return faces, [crop_face(photo_hwc, f.crop, size) for f in faces]
+        return photo_hwc, faces, [crop_face(photo_hwc, f.crop, size) for f in faces]
 
-    def _render(self, photo_hwc: np.ndarray, parsing: Parsing, index: int) -> bytes:
+    def _finish(self, photo_hwc: np.ndarray, parsing: Parsing, index: int) -> bytes:
+        if parsing.faces is not None:
+            self.tracker.update(parsing.scores, self.engine.parser.labels)
         lips, hair = self.options.colors()
         probs = part_probabilities(parsing, self.engine.parser.labels, photo_hwc.shape[:2],
                                    needed_parts(lips, hair), None)

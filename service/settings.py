@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     live_max_frame_pixels: int = Field(2_100_000, ge=1, description="a frame of more pixels closes the stream (1009)")
     live_idle_timeout_s: float = Field(30.0, gt=0, description="a stream silent this long is closed (1008)")
     live_send_timeout_s: float = Field(10.0, gt=0, description="a client that reads nothing for this long is closed")
-    live_detect_every: int = Field(15, ge=1, description="frames between face searches while faces are tracked")
+    live_detect_every: int = Field(30, ge=1, description="frames between face searches while faces are tracked "
+                                   "(a search costs a few frames' time; lost faces are searched at once)")
     live_stats_every_s: float = Field(1.0, gt=0, description="period of the stream's {fps, latency_ms, dropped}")
 
     api_key: SecretStr | None = Field(None, description="when set, required as Bearer token or X-API-Key")
