@@ -13,6 +13,9 @@ and a dropped count instead of a growing queue.
 
 Limits close the stream: 1008 (no valid API key, idle, a client that reads
 nothing), 1009 (frame bytes or pixels), 1013 (too many streams, model not ready).
+A client that reads nothing cannot even receive its close frame: the stream is
+ended on the server (its slot freed, no more frames processed) and the
+connection is left to the transport, which holds at most its write buffer.
 The key: ``Authorization: Bearer`` / ``X-API-Key`` as for REST, or, since
 browsers cannot set WebSocket headers, the ``api_key`` field of the first
 settings message.
@@ -63,10 +66,12 @@ async def recolor_live(websocket: WebSocket) -> None:
         if app.state.live_streams >= settings.live_max_streams:
             raise StreamClosed(TRY_LATER, f"{settings.live_max_streams} live streams are open; retry shortly")
         app.state.live_streams += 1
+        app.state.metrics.live_streams.inc()
         try:
             await LiveConnection(websocket, engine, settings).run()
         finally:
             app.state.live_streams -= 1
+            app.state.metrics.live_streams.dec()
     except StreamClosed as exc:
         await _close(websocket, exc.code, exc.reason)
     except WebSocketDisconnect:
