@@ -22,8 +22,8 @@ inside the tracked faces, fitted with a similarity (shift, zoom, turn) by RANSAC
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -48,8 +48,8 @@ def estimate_motion(prev_gray: np.ndarray, gray: np.ndarray, mask_hw: np.ndarray
     corners = cv2.goodFeaturesToTrack(prev_gray, MAX_CORNERS, 0.01, 5, mask=mask_hw, blockSize=5)
     if corners is None or len(corners) < MIN_POINTS:
         return None
-    ahead, status, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, corners, None, winSize=(21, 21), maxLevel=3)
-    back, status_back, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, ahead, None, winSize=(21, 21), maxLevel=3)
+    ahead, status, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, corners, corners.copy(), winSize=(21, 21), maxLevel=3)
+    back, status_back, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, ahead, ahead.copy(), winSize=(21, 21), maxLevel=3)
     error = np.linalg.norm((back - corners).reshape(-1, 2), axis=1)
     good = (status.ravel() == 1) & (status_back.ravel() == 1) & (error < FB_MAX_ERROR_PX)
     if good.sum() < MIN_POINTS:
@@ -101,8 +101,9 @@ class FaceTracker:
     def observe(self, frame_hwc: np.ndarray) -> np.ndarray | None:
         """Set and return :attr:`motion`, from the previous frame to this one (``(H, W, 3)`` uint8 RGB)."""
         gray = cv2.cvtColor(frame_hwc, cv2.COLOR_RGB2GRAY)
-        same_size = self._prev_gray is not None and self._prev_gray.shape == gray.shape
-        self.motion = estimate_motion(self._prev_gray, gray, self._face_mask(gray.shape)) if same_size else None
+        prev = self._prev_gray
+        same_size = prev is not None and prev.shape == gray.shape
+        self.motion = estimate_motion(prev, gray, self._face_mask(gray.shape)) if prev is not None and same_size else None
         self._prev_gray = gray
         return self.motion
 

@@ -17,7 +17,12 @@ import pytest
 
 from benchmarks.live import astronaut_frames
 from tests.test_web_page import (  # noqa: F401  (fixtures)
-    _JS_PIXELS, CHROMIUM_ARGS, UI_TIMEOUT_MS, _screenshot, chromium_path, server_url,
+    _JS_PIXELS,
+    CHROMIUM_ARGS,
+    UI_TIMEOUT_MS,
+    _screenshot,
+    chromium_path,
+    server_url,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,8 +37,7 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
     height, width = frames[0].shape[:2]
     with open(path, "wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in frames:
-            out.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+        out.writelines(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes() for frame in frames)
     return path
 
 

@@ -24,6 +24,7 @@ settings message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -79,10 +80,9 @@ async def recolor_live(websocket: WebSocket) -> None:
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    try:  # a client that reads nothing must not hold the handler here either
+    # a client that has gone, or reads nothing, must not hold the handler here
+    with contextlib.suppress(asyncio.TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
         await asyncio.wait_for(websocket.close(code, reason[:120]), 1.0)
-    except Exception:  # already gone
-        pass
 
 
 class LiveConnection:
