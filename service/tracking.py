@@ -8,8 +8,8 @@ inside the tracked faces, fitted with a similarity (shift, zoom, turn) by RANSAC
   the face where it is in this frame, not where it was; after the forward pass the
   crop is nudged towards the one the parsed eyes and mouth give (``align_faces``),
   which keeps it framed without a second pass. The detector runs only every
-  ``detect_every`` frames, or when the track is lost (no motion, eyes or mouth not
-  found); detections that overlap a tracked face keep the tracked crop, so a
+  ``detect_every`` frames, or at once when the track is lost (no motion, eyes or
+  mouth not found; every ``EMPTY_RETRY`` frames while no face is found); detections that overlap a tracked face keep the tracked crop, so a
   re-detection does not make the crop jump.
 - :class:`MatteSmoother` warps the previous smoothed mattes by the same motion
   and averages them with the new ones (an exponential moving average in the
@@ -37,6 +37,7 @@ MIN_POINTS = 8  # fewer tracked corners: no motion estimate (the track is lost)
 FB_MAX_ERROR_PX = 1.0  # forward-backward disagreement beyond this drops a corner
 CROP_FOLLOW = 0.5  # share of the parsed (aligned) crop taken each frame; the rest is the moved crop
 EMA_ALPHA = 0.3  # share of the new matte in a steady pixel
+EMPTY_RETRY = 5  # after a search that found no face, frames until the next (a search costs several frames)
 JUMP = 0.4  # a pixel whose new matte differs by more than this from the warped one moves faster, at 1 fully
 
 
@@ -97,6 +98,7 @@ class FaceTracker:
         self.detections = 0
         self._prev_gray: np.ndarray | None = None
         self._since_detect = 0
+        self._found_none = False
 
     def observe(self, frame_hwc: np.ndarray) -> np.ndarray | None:
         """Set and return :attr:`motion`, from the previous frame to this one (``(H, W, 3)`` uint8 RGB)."""
@@ -114,8 +116,11 @@ class FaceTracker:
         self._since_detect += 1
         if tracked and self._since_detect < self.detect_every:
             self.faces = tracked
+        elif not tracked and self._found_none and self._since_detect < EMPTY_RETRY:
+            self.faces = []  # nobody in front of the camera: do not search every frame
         else:
             self.faces = self._detect(frame_hwc, tracked)
+            self._found_none = not self.faces
         return self.faces
 
     def _detect(self, frame_hwc: np.ndarray, tracked: list[Face]) -> list[Face]:

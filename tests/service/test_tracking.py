@@ -98,6 +98,14 @@ def test_a_lost_track_runs_the_detector_at_once():
     assert detector.calls == 2
 
 
+def test_without_a_face_the_detector_runs_every_few_frames():
+    calls = []
+    tracker = FaceTracker(lambda image: calls.append(1) or [], detect_every=100)
+    for _ in range(11):
+        assert tracker.step(textured()) == []
+    assert len(calls) == 3  # frames 0, 5 and 10
+
+
 def test_smoothing_halves_the_flicker_of_a_still_matte():
     rng = np.random.default_rng(0)
     smoother, identity = MatteSmoother(), np.eye(2, 3)
