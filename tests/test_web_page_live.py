@@ -117,4 +117,8 @@ def test_live_mode_shows_the_camera_recoloured(camera_page):
     assert shown.shape == (SIZE, SIZE, 3) and camera.shape == (SIZE, SIZE, 3)
     assert green_pixels(camera) < 20
     assert green_pixels(shown) > 150, green_pixels(shown)
+    page.set_viewport_size({"width": 360, "height": 780})
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    _screenshot(page, "06-live-narrow")
+    assert overflow <= 0, f"the live view is {overflow}px wider than a 360px window"
     assert not page.console_errors, page.console_errors  # type: ignore[attr-defined]
