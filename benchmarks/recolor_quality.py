@@ -4,7 +4,7 @@
         [--model models/face-parser] [--dilate_px 5] [--out reports/recolor_quality.json]
 
 Each photo (an aligned face) is parsed by the model as ``POST /recolor`` with ``faces=whole`` does it
-(resize, one forward pass, ``part_probabilities`` of the route, ``part_mattes`` + ``recolor_with_mattes``
+(resize, one forward pass, ``part_probabilities`` of the service, ``part_mattes`` + ``recolor_with_mattes``
 of ``service.recolor``)
 and recoloured at intensity 1 with a few lip / hair colour combinations. Per photo and combination:
 
@@ -39,7 +39,7 @@ from PIL import Image
 
 from face_parser.modeling import FaceParser
 from face_parser.preprocess import resize_rgb, to_pixel_values
-from service.faces import Parsing
+from service.faces import Parsing, part_probabilities
 from service.recolor import (
     HAIR_PARTS,
     LIP_PARTS,
@@ -49,7 +49,6 @@ from service.recolor import (
     part_mattes,
     recolor_with_mattes,
 )
-from service.routes.recolor import part_probabilities
 
 # (lips, hair): warm and cool lips, copper / blue / dark-to-light blonde hair.
 COMBINATIONS = (("#b0204a", "#c0782f"), ("#d05a7a", "#3a5fcd"), ("#b0204a", "#e6c88c"))

@@ -31,7 +31,7 @@ from service.metrics import Metrics
 from service.middleware import (
     AdmissionLimits, AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware, client_identity,
 )
-from service.routes import health, model_info, page, parse, recolor
+from service.routes import health, live, model_info, page, parse, recolor
 from service.routes.page import STATIC_DIR
 from service.settings import Settings, get_settings
 from service.threads import run_in_worker
@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None, parser: FaceParser | None = Non
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
-    for module in (parse, recolor, model_info, health, page):
+    app.state.live_streams = 0  # open WS /recolor/live streams
+    for module in (parse, recolor, live, model_info, health, page):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     trimmer = IdleTrimmer(settings.idle_trim_s)

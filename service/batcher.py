@@ -61,6 +61,11 @@ class BatchObserver:
     def rejected(self, reason: str) -> None: ...
 
 
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 async def collect_batch(queue: asyncio.Queue, max_size: int, max_delay_s: float | Callable[[], float]) -> list:
     """Wait for one item, then gather more until ``max_size`` or ``max_delay_s`` has passed.
 
@@ -148,8 +153,10 @@ class Batcher(Generic[P, R]):
         for payload, future in zip(payloads, futures):
             self.queue.put_nowait(_Item(payload, future))
         self.observer.queue_depth(self.queue.qsize())
+        gathered = asyncio.gather(*futures)
+        gathered.add_done_callback(_retrieve)  # a caller that went away leaves a cancelled gather nobody awaits
         try:
-            return list(await asyncio.wait_for(asyncio.shield(asyncio.gather(*futures)), self.timeout_s))
+            return list(await asyncio.wait_for(asyncio.shield(gathered), self.timeout_s))
         except asyncio.TimeoutError:
             self.observer.rejected("timeout")
             raise QueueTimeoutError(f"no result within {self.timeout_s:g} s") from None

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Mapping
 from typing import Annotated
 
 import numpy as np
 import torch
 from fastapi import Depends, File, Request, UploadFile
 from pydantic import SecretStr
-from starlette.datastructures import Headers
 
 from service.batcher import QueueFullError, QueueTimeoutError, ShuttingDownError
 from service.errors import (
@@ -48,16 +48,29 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 
 
-def api_key_matches(headers: Headers, api_key: SecretStr) -> bool:
-    """``Authorization: Bearer <key>`` or ``X-API-Key`` equals ``api_key`` (compared in constant time)."""
+def presented_key(headers: Mapping[str, str]) -> str:
+    """The key a client sent as ``Authorization: Bearer <key>`` or ``X-API-Key`` ("" when none)."""
     auth = headers.get("authorization", "")
-    given = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
-    return hmac.compare_digest(given.encode(), api_key.get_secret_value().encode())
+    return auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+
+
+def _key_equals(given: str, api_key: SecretStr) -> bool:
+    return hmac.compare_digest(given.encode(), api_key.get_secret_value().encode())  # constant time
+
+
+def api_key_matches(headers: Mapping[str, str], api_key: SecretStr) -> bool:
+    """The key presented in ``headers`` equals ``api_key``."""
+    return _key_equals(presented_key(headers), api_key)
+
+
+def api_key_valid(given: str | None, settings: Settings) -> bool:
+    """True when no key is configured or ``given`` is it."""
+    return settings.api_key is None or _key_equals(given or "", settings.api_key)
 
 
 def require_api_key(request: Request, settings: SettingsDep) -> None:
     """When an API key is configured, accept ``Authorization: Bearer <key>`` or ``X-API-Key``."""
-    if settings.api_key is not None and not api_key_matches(request.headers, settings.api_key):
+    if not api_key_valid(presented_key(request.headers), settings):
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
                            headers={"WWW-Authenticate": "Bearer"})
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from fastapi import Request
 
 from face_parser.faces import Face, align_faces, crop_face, face_label_map, find_faces, paste_probabilities
+from face_parser.labels import LabelScheme
 from face_parser.postprocess import class_probabilities, label_map_bounded
 from service.deps import run_model
 from service.inference import InferenceEngine
@@ -71,6 +72,16 @@ class Parsing:
 
     def headers(self) -> dict[str, str]:
         return {} if self.faces is None else {"X-Faces-Found": str(len(self.faces))}
+
+
+def part_probabilities(parsing: Parsing, labels: LabelScheme, size: tuple[int, int], parts,
+                       face_indices: list[int] | None) -> dict:
+    """Full-size probabilities of just the parts the recolouring needs (of the chosen faces)."""
+    ids = {name: labels.id_of(name) for name in parts if name in labels.names}
+    if not ids:
+        return {}
+    full = parsing.probabilities(size, list(ids.values()), face_indices)
+    return {name: full[i].numpy() for i, name in enumerate(ids)}
 
 
 def face_json(index: int, face: Face) -> dict:

@@ -33,6 +33,7 @@ class Metrics(BatchObserver):
         self.depth = Gauge("faceparse_queue_depth", "Requests waiting for a batch", registry=r)
         self.rejections = Counter("faceparse_rejected", "Requests refused by the batcher", ["reason"], registry=r)
         self.model_info = Gauge("faceparse_model_info", "Loaded model", ["version", "device", "dtype"], registry=r)
+        self.live_streams = Gauge("faceparse_live_streams", "Open WS /recolor/live streams", registry=r)
 
     def queue_depth(self, depth: int) -> None:
         self.depth.set(depth)

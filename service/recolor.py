@@ -10,13 +10,18 @@
    back unchanged, so strands and highlights survive even dark -> light; chroma
    becomes the target's (the hue moves fully at intensity 1), reduced only where
    the colour would leave the sRGB gamut.
-3. Blend: ``out = photo + matte * intensity * (recoloured - photo)``; where the
+3. Lip finish, from the photo's own lighting: the sheen (lightness above the lips'
+   broad matte-weighted mean, i.e. their highlights) is compressed for ``matte``,
+   kept and slightly raised for ``satin``, expanded and whitened for ``gloss``;
+   ``natural`` leaves it as photographed. No highlight is drawn or pasted.
+4. Blend: ``out = photo + matte * intensity * (recoloured - photo)``; where the
    matte is 0 the photo is returned bit for bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -34,6 +39,12 @@ GUIDE_MAX_SIDE = 1024  # larger photos fit the guided filter's coefficients at a
 L_FLOOR, L_KNEE_LOW, L_CEIL, L_KNEE_HIGH = 2.0, 6.0, 88.0, 20.0
 CHROMA_VARIATION = 0.25  # share of the original a/b variation kept around the target's chroma
 
+LipFinish = Literal["natural", "matte", "satin", "gloss"]
+LIP_FINISHES: tuple[LipFinish, ...] = ("natural", "matte", "satin", "gloss")
+# gain on the sheen (lightness above the lips' broad mean): < 1 flattens the highlights, > 1 expands them
+SHEEN_GAIN: dict[str, float] = {"natural": 1.0, "matte": 0.2, "satin": 1.4, "gloss": 2.4}
+SHEEN_WHITENING = 1 / 40  # gloss: chroma lost per unit of added sheen (CIE L), as light reflects white
+
 # sRGB (D65) primaries; the white point matches OpenCV's LAB conversion
 _D65_WHITE = np.array([0.950456, 1.0, 1.088754], np.float32)
 _XYZ_TO_LINEAR_RGB = np.array([[3.240479, -1.53715, -0.498535],
@@ -45,6 +56,12 @@ _XYZ_TO_LINEAR_RGB = np.array([[3.240479, -1.53715, -0.498535],
 class ColorRequest:
     rgb: tuple[int, int, int]
     intensity: float
+    finish: LipFinish = "natural"
+
+
+def needed_parts(lips: ColorRequest | None, hair: ColorRequest | None) -> tuple[str, ...]:
+    """The parsed parts whose probabilities :func:`part_mattes` needs for these requests."""
+    return (LIP_PARTS + TEETH_PARTS if lips else ()) + (HAIR_PARTS if hair else ())
 
 
 def parse_hex_color(value: str) -> tuple[int, int, int]:
@@ -167,7 +184,8 @@ def _soft_limit(x: np.ndarray) -> np.ndarray:
     return np.where(x < bottom, bottom - L_KNEE_LOW * np.tanh((bottom - x) / L_KNEE_LOW), x)
 
 
-def transfer_color(photo_hwc: np.ndarray, matte_hw: np.ndarray, target_rgb: tuple[int, int, int]) -> np.ndarray:
+def transfer_color(photo_hwc: np.ndarray, matte_hw: np.ndarray, target_rgb: tuple[int, int, int],
+                   finish: LipFinish = "natural") -> np.ndarray:
     """The photo recoloured everywhere (float32 RGB 0..255); the caller blends it by the matte.
 
     Lightness is split into a base (matte-weighted local mean over a few pixels) and detail (the
@@ -175,7 +193,8 @@ def transfer_color(photo_hwc: np.ndarray, matte_hw: np.ndarray, target_rgb: tupl
     target's lightness and is then softly limited to ``[L_FLOOR, L_CEIL]``; the detail is added back
     unchanged, so dark hair turned blonde keeps its strands instead of clipping to a flat patch.
     Chroma (a, b) becomes the target's plus a quarter of the original variation for depth, scaled
-    down where the colour would leave the sRGB gamut.
+    down where the colour would leave the sRGB gamut. ``finish`` rescales the sheen (see the module
+    docstring).
     """
     lab = _lab(photo_hwc)
     target = _lab(np.array([[target_rgb]], dtype=np.uint8))[0, 0]
@@ -189,11 +208,25 @@ def transfer_color(photo_hwc: np.ndarray, matte_hw: np.ndarray, target_rgb: tupl
     detail = lightness - base
     new_base = _soft_limit(base + (target[0] - float((base * weight).sum()) / total))
     out = np.empty_like(lab)
-    out[..., 0] = np.clip(new_base + detail, 0.0, 100.0)
+    added = (SHEEN_GAIN[finish] - 1.0) * _sheen(lightness, weight, total) if finish != "natural" else 0.0
+    out[..., 0] = np.clip(new_base + detail + added, 0.0, 100.0)
+    chroma_scale = np.clip(1.0 - np.maximum(added, 0.0) * SHEEN_WHITENING, 0.3, 1.0)
     for c in (1, 2):
         mean_c = float((lab[..., c] * weight).sum()) / total
-        out[..., c] = target[c] + CHROMA_VARIATION * (lab[..., c] - mean_c)
+        out[..., c] = (target[c] + CHROMA_VARIATION * (lab[..., c] - mean_c)) * chroma_scale
     return cv2.cvtColor(_into_gamut(out), cv2.COLOR_LAB2RGB) * 255.0
+
+
+def _sheen(lightness_hw: np.ndarray, weight_hw: np.ndarray, total: float) -> np.ndarray:
+    """Lightness above the part's broad matte-weighted mean (>= 0): its highlights, as lit in the photo.
+
+    The broad scale follows the part's size (a sixth of the side of a square of its area), so a
+    highlight a few pixels wide on the lower lip counts whole instead of as edge detail.
+    """
+    sigma = max(2.0, float(np.sqrt(total)) / 6)
+    blurred_weight = cv2.GaussianBlur(weight_hw, (0, 0), sigma)
+    broad = cv2.GaussianBlur(lightness_hw * weight_hw, (0, 0), sigma) / np.maximum(blurred_weight, 1e-6)
+    return np.where(blurred_weight > 1e-3, np.maximum(lightness_hw - broad, 0.0), 0.0)
 
 
 def blend(photo_hwc: np.ndarray, recolored_hwc: np.ndarray, alpha_hw: np.ndarray) -> np.ndarray:
@@ -251,5 +284,5 @@ def _apply(photo_hwc: np.ndarray, matte_hw: np.ndarray, color: ColorRequest) -> 
     box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     crop, matte = photo_hwc[box], matte_hw[box]
     out = photo_hwc.copy()
-    out[box] = blend(crop, transfer_color(crop, matte, color.rgb), matte * color.intensity)
+    out[box] = blend(crop, transfer_color(crop, matte, color.rgb, color.finish), matte * color.intensity)
     return out

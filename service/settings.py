@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     face_align: bool = Field(True, description="parse each face again, framed by its parsed eyes and mouth")
     max_faces: int = Field(16, ge=1, le=256, description="most faces parsed per photo (the most confident ones)")
 
+    live_max_streams: int = Field(16, ge=0, description="WS /recolor/live streams at once; more are closed with 1013")
+    live_max_frame_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="a larger frame closes the stream (1009)")
+    live_max_frame_pixels: int = Field(2_100_000, ge=1, description="a frame of more pixels closes the stream (1009)")
+    live_idle_timeout_s: float = Field(30.0, gt=0, description="a stream silent this long is closed (1008)")
+    live_send_timeout_s: float = Field(10.0, gt=0, description="a client that reads nothing for this long is closed")
+    live_detect_every: int = Field(30, ge=1, description="frames between face searches while faces are tracked "
+                                   "(a search costs a few frames' time; lost faces are searched at once)")
+    live_stats_every_s: float = Field(1.0, gt=0, description="period of the stream's {fps, latency_ms, dropped}")
+
     api_key: SecretStr | None = Field(None, description="when set, required as Bearer token or X-API-Key")
     protect_ops_endpoints: bool = Field(False, description="also require the key on /healthz, /readyz, /metrics")
     log_level: str = Field("info", description="debug | info | warning | error")

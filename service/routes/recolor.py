@@ -11,19 +11,24 @@ from fastapi.responses import Response
 from face_parser.labels import LabelScheme
 from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
-from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
+from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo, part_probabilities
 from service.imaging import OUTPUT_FORMATS, encode_image
-from service.recolor import HAIR_PARTS, LIP_PARTS, TEETH_PARTS, ColorRequest, parse_hex_color, recolor
+from service.recolor import ColorRequest, LipFinish, needed_parts, parse_hex_color, recolor
 from service.threads import run_in_worker
 
 router = APIRouter(tags=["recolor"], dependencies=[Depends(require_api_key)])
 
 
-def color_request(field: str, value: str | None, intensity: float) -> ColorRequest | None:
+LIP_FINISH_DESCRIPTION = ("natural: the photo's own sheen; matte: highlights flattened; satin: a soft sheen; "
+                          "gloss: highlights strengthened")
+
+
+def color_request(field: str, value: str | None, intensity: float,
+                  finish: LipFinish = "natural") -> ColorRequest | None:
     if value is None or value == "":
         return None
     try:
-        return ColorRequest(parse_hex_color(value), intensity)
+        return ColorRequest(parse_hex_color(value), intensity, finish)
     except ValueError as exc:
         raise InvalidParameter(f"{field}: {exc}") from None
 
@@ -49,20 +54,9 @@ def check_face_indices(indices: list[int] | None, parsing: Parsing) -> None:
         raise InvalidParameter(f"face_indices: face {indices[-1]} does not exist; {found} faces found ({allowed})")
 
 
-def part_probabilities(parsing: Parsing, labels: LabelScheme, size: tuple[int, int], parts,
-                       face_indices: list[int] | None) -> dict:
-    """Full-size probabilities of just the parts the recolouring needs (of the chosen faces)."""
-    ids = {name: labels.id_of(name) for name in parts if name in labels.names}
-    if not ids:
-        return {}
-    full = parsing.probabilities(size, list(ids.values()), face_indices)
-    return {name: full[i].numpy() for i, name in enumerate(ids)}
-
-
 def render(parsing: Parsing, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str,
            face_indices: list[int] | None) -> bytes:
-    parts = (LIP_PARTS + TEETH_PARTS if lips else ()) + (HAIR_PARTS if hair else ())
-    probs = part_probabilities(parsing, labels, photo_hwc.shape[:2], parts, face_indices)
+    probs = part_probabilities(parsing, labels, photo_hwc.shape[:2], needed_parts(lips, hair), face_indices)
     return encode_image(recolor(photo_hwc, probs, lips, hair), fmt)
 
 
@@ -73,12 +67,13 @@ async def recolor_photo(
     hair_color: Annotated[str | None, Form(description="#RRGGBB")] = None,
     lip_intensity: Annotated[float, Form(ge=0.0, le=1.0)] = 0.7,
     hair_intensity: Annotated[float, Form(ge=0.0, le=1.0)] = 0.8,
+    lip_finish: Annotated[LipFinish, Form(description=LIP_FINISH_DESCRIPTION)] = "natural",
     format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
     faces: Annotated[FacesMode, Form(description=FACES_DESCRIPTION)] = "auto",
     face_indices: Annotated[str | None, Form(description="faces=auto: comma-separated face numbers to recolour "
                                              "(as listed by /parse?format=rle, left to right); default all")] = None,
 ) -> Response:
-    lips = color_request("lip_color", lip_color, lip_intensity)
+    lips = color_request("lip_color", lip_color, lip_intensity, lip_finish)
     hair = color_request("hair_color", hair_color, hair_intensity)
     if lips is None and hair is None:
         raise InvalidParameter("give lip_color and/or hair_color as #RRGGBB")

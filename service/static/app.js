@@ -26,6 +26,7 @@
     legend: $("legend"),
     download: $("download-link"),
     format: $("format"),
+    lipFinish: $("lip-finish"),
     modelInfo: $("model-info"),
     parts: {
       lip: {
@@ -369,6 +370,7 @@
       body.append(part + "_color", p.color.value);
       body.append(part + "_intensity", Number(p.intensity.value).toFixed(2));
     });
+    if (el.parts.lip.enabled.checked) body.append("lip_finish", el.lipFinish.value);
     body.append("format", fmt);
 
     var ctrl = new AbortController();
@@ -492,6 +494,7 @@
   });
 
   el.format.addEventListener("change", scheduleRecolor);
+  el.lipFinish.addEventListener("change", scheduleRecolor);
   document.getElementById("recolor-form").addEventListener("submit", function (ev) { ev.preventDefault(); });
 
   el.download.addEventListener("click", function (ev) {

@@ -214,3 +214,45 @@ def test_subsampled_guided_filter_is_close_to_the_full_one():
     fast = guided_filter(guide, src, 4, 1e-4, subsample=2)
     assert fast.shape == full.shape
     assert np.abs(fast - full).mean() < 0.02
+
+
+def lit_lips() -> tuple[np.ndarray, np.ndarray]:
+    """Red lips (an ellipse) with a soft highlight on the lower half, on textured skin; and their probability."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    photo = np.array((205, 160, 140), np.float32) + rng.normal(0, 3, (SIZE, SIZE, 1))
+    lips = ((xx - 80) / 40) ** 2 + ((yy - 80) / 16) ** 2 <= 1
+    shine = 70 * np.exp(-(((xx - 88) / 9) ** 2 + ((yy - 86) / 4) ** 2))
+    photo[lips] = (np.array((150, 40, 55), np.float32) + shine[..., None] + rng.normal(0, 3, (SIZE, SIZE, 1)))[lips]
+    return np.clip(photo, 0, 255).astype(np.uint8), lips.astype(np.float32)
+
+
+def highlight_contrast(img: np.ndarray, where: np.ndarray) -> float:
+    """Mean of the brightest 5% minus the median, in CIE L (the figure of the lip finish benchmark)."""
+    lightness = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)[..., 0][where].astype(np.float32)
+    return float(lightness[lightness >= np.percentile(lightness, 95)].mean() - np.median(lightness))
+
+
+def test_lip_finishes_rescale_the_photos_own_highlights_and_nothing_outside():
+    photo, prob = lit_lips()
+    inner = cv2.erode(prob.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    contrast = {finish: highlight_contrast(
+        recolor(photo, {"u_lip": prob}, ColorRequest((180, 30, 90), 1.0, finish), None), inner)
+        for finish in ("natural", "matte", "satin", "gloss")}
+    assert contrast["matte"] < 0.5 * contrast["natural"], contrast
+    assert contrast["natural"] < contrast["satin"] < contrast["gloss"], contrast
+    assert contrast["gloss"] > 1.5 * contrast["natural"], contrast
+    far = distance_from() > 50
+    for finish in ("matte", "gloss"):
+        out = recolor(photo, {"u_lip": prob}, ColorRequest((180, 30, 90), 1.0, finish), None)
+        np.testing.assert_array_equal(out[far], photo[far])
+
+
+def test_gloss_moves_no_highlight_onto_flat_lips():
+    """The finish works with the photo's lighting: lips without a highlight get none."""
+    photo, prob = lit_lips()
+    flat = photo.copy()
+    flat[prob > 0] = (150, 40, 55)
+    natural = recolor(flat, {"u_lip": prob}, ColorRequest((180, 30, 90), 1.0), None)
+    gloss = recolor(flat, {"u_lip": prob}, ColorRequest((180, 30, 90), 1.0, "gloss"), None)
+    assert np.abs(natural.astype(int) - gloss.astype(int)).max() <= 2

@@ -120,3 +120,12 @@ def test_bad_parameters_are_422(api, form, where):
     body = r.json()
     assert set(body) == {"error", "detail"} and body["error"] == "invalid_parameter"
     assert where in body["detail"]
+
+
+def test_lip_finish_is_accepted_and_checked(oracle_api):
+    img = draw_face(120, seed=4)[0]
+    for finish in ("natural", "matte", "satin", "gloss"):
+        r = post_recolor(oracle_api, png_bytes(img), lip_color="#d02090", lip_finish=finish)
+        assert r.status_code == 200, r.text
+    r = post_recolor(oracle_api, png_bytes(img), lip_color="#d02090", lip_finish="sparkle")
+    assert r.status_code == 422 and "lip_finish" in r.json()["detail"]
