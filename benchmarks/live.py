@@ -95,7 +95,7 @@ async def viewer(url: str, frames: list[bytes], fps: float, seconds: float) -> V
         while last < total - 1:
             try:
                 message = await asyncio.wait_for(ws.recv(), 5.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break  # the last frames were dropped or the stream stalled
             if isinstance(message, bytes):
                 last = answered_index(message)
@@ -157,8 +157,9 @@ def main() -> None:
             stats.append(asyncio.run(run_level(server.base_url, frames, count, args.fps, args.seconds)))
             s = stats[-1]
             batch = f"{s.mean_batch:.2f}" if s.mean_batch else "-"
-            print(f"{s.viewers} viewers: {s.fps_per_viewer:.1f} fps each, p50 {s.p50_ms:.0f} ms, p95 {s.p95_ms:.0f} ms, "
-                  f"{s.dropped_per_viewer:.0f} dropped each, {s.errors} errors, mean batch {batch}", flush=True)
+            print(f"{s.viewers} viewers: {s.fps_per_viewer:.1f} fps each, p50 {s.p50_ms:.0f} ms, "
+                  f"p95 {s.p95_ms:.0f} ms, {s.dropped_per_viewer:.0f} dropped each, {s.errors} errors, "
+                  f"mean batch {batch}", flush=True)
     if args.json:
         args.json.write_text(json.dumps([asdict(s) for s in stats], indent=2))
 

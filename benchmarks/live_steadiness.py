@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import time
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -67,7 +68,7 @@ async def run_stream(parser: FaceParser, settings: Settings, frames: list[np.nda
 def flicker(mattes: list[np.ndarray], skip: int = 5) -> float:
     """Mean |m_t - m_(t-1)| over the pixels where any frame's matte is non-zero (from frame ``skip`` on)."""
     band = np.max(mattes, axis=0) > 0
-    return float(np.mean([np.abs(a - b)[band].mean() for a, b in zip(mattes[skip:], mattes[skip + 1:])]))
+    return float(np.mean([np.abs(a - b)[band].mean() for a, b in pairwise(mattes[skip:])]))
 
 
 def centre_x(matte: np.ndarray) -> float:
@@ -80,7 +81,8 @@ def noisy_still(count: int, noise: float, seed: int = 0) -> list[np.ndarray]:
     frames = []
     for _ in range(count):
         noisy = np.clip(still + rng.normal(0, noise, still.shape), 0, 255).astype(np.uint8)
-        frames.append(cv2.imdecode(cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 85])[1], cv2.IMREAD_UNCHANGED))
+        jpeg = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
+        frames.append(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED))
     return frames
 
 
@@ -109,7 +111,7 @@ def main() -> None:
     run = asyncio.run(run_stream(parser, settings, frames))
     for part in ("lips", "hair"):
         first = centre_x(run.raw[0][part])
-        behind_raw = [centre_x(r[part]) - centre_x(s[part]) for r, s in zip(run.raw[2:], run.smooth[2:])]
+        behind_raw = [centre_x(r[part]) - centre_x(s[part]) for r, s in zip(run.raw[2:], run.smooth[2:], strict=True)]
         behind_true = [first + STEP_PX * t - centre_x(s[part]) for t, s in enumerate(run.smooth) if t >= 2]
         report[f"lag_{part}"] = {"mean_px": float(np.mean(behind_raw)), "max_abs_px": float(np.max(np.abs(behind_raw))),
                                  "vs_moved_first_mean_px": float(np.mean(behind_true))}

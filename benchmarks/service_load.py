@@ -128,7 +128,8 @@ def batch_totals(metrics_text: str) -> tuple[float, float]:
 
 def median_forward(measurements: list[dict]) -> dict:
     """Per batch size, the median over rounds of ``{"ms_per_image", "img_per_s"}``."""
-    return {batch: {key: statistics.median(m[batch][key] for m in measurements) for key in ("ms_per_image", "img_per_s")}
+    keys = ("ms_per_image", "img_per_s")
+    return {batch: {key: statistics.median(m[batch][key] for m in measurements) for key in keys}
             for batch in measurements[0]}
 
 
@@ -229,9 +230,10 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
                         after = await batch_reading(spec, client, base)
                         key = (spec.name, concurrency)
                         rounds[key].append(result)
-                        batched[key] = [total + a - b for total, a, b in zip(batched[key], after, before)]
+                        batched[key] = [total + a - b for total, a, b in zip(batched[key], after, before, strict=True)]
                         print(f"round {index + 1}: {spec.name} c={concurrency} "
-                              f"{len(result.latencies_s) / result.wall_s:.1f} img/s, {result.errors} errors", flush=True)
+                              f"{len(result.latencies_s) / result.wall_s:.1f} img/s, {result.errors} errors",
+                              flush=True)
     stats = []
     for (name, concurrency), results in rounds.items():
         requests, passes = batched[(name, concurrency)]

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
 
 import cv2
+import cv2.data
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -135,7 +136,7 @@ class HaarFaceDetector:
         rects, neighbours = cascade.detectMultiScale2(
             gray_hw, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
         return [(round(x / scale), round(y / scale), round(w / scale), round(h / scale), float(n))
-                for (x, y, w, h), n in zip(rects, neighbours)]
+                for (x, y, w, h), n in zip(rects, neighbours, strict=True)]
 
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
@@ -171,7 +172,7 @@ def box_crop(box: Sequence[float], scale: float = CROP_SCALE, shift: float = CRO
 def find_faces(image_hwc: np.ndarray, detector: FaceDetector, max_faces: int = 16) -> list[Face]:
     """The ``max_faces`` most confident faces, ordered left to right (their index in answers)."""
     boxes = sorted(detector(image_hwc), key=lambda b: -b[4])[:max_faces]
-    faces = [Face(tuple(int(v) for v in b[:4]), float(b[4]), box_crop(b)) for b in boxes]
+    faces = [Face((int(b[0]), int(b[1]), int(b[2]), int(b[3])), float(b[4]), box_crop(b)) for b in boxes]
     return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
 
 
@@ -219,7 +220,7 @@ def _centroid(weight_hw: torch.Tensor, min_weight: float) -> tuple[float, float]
 def align_faces(faces: Sequence[Face], scores: Sequence[torch.Tensor], labels: LabelScheme) -> list[Face]:
     """Each face with its crop replaced by :func:`aligned_crop` where the landmarks allow."""
     aligned = []
-    for face, scores_khw in zip(faces, scores):
+    for face, scores_khw in zip(faces, scores, strict=True):
         crop = aligned_crop(scores_khw, face.crop, labels)
         aligned.append(replace(face, crop=crop) if crop is not None else face)
     return aligned
@@ -248,7 +249,7 @@ def crop_face(image_hwc: np.ndarray, crop: Crop, size: int) -> np.ndarray:
     pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
     region = cv2.copyMakeBorder(np.ascontiguousarray(inner), *pads, cv2.BORDER_REPLICATE) if any(pads) else inner
     square = np.asarray(Image.fromarray(np.ascontiguousarray(region)).resize(
-        (n, n), Image.BILINEAR, box=(box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)))
+        (n, n), Image.Resampling.BILINEAR, box=(box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)))
     # inverse map: crop pixel centre -> square pixel (OpenCV puts pixel centres at integers)
     ex, ey = crop.axes()
     origin = n / 2 - 0.5 + (0.5 - size / 2) * (ex + ey)
@@ -284,7 +285,7 @@ def paste_probabilities(
         probs_chw[ids.index(0)] = 1.0
     owner_hw = torch.full((height, width), -1, dtype=torch.int16)
     best_hw = torch.zeros(height, width)
-    for index, (scores_khw, crop) in enumerate(zip(scores, crops)):
+    for index, (scores_khw, crop) in enumerate(zip(scores, crops, strict=True)):
         x0, y0, x1, y1 = crop.bounds()
         x0, y0 = max(0, math.floor(x0 * zoom_x)), max(0, math.floor(y0 * zoom_y))
         x1, y1 = min(width, math.ceil(x1 * zoom_x)), min(height, math.ceil(y1 * zoom_y))

@@ -7,8 +7,8 @@ scheme (LaPa, say) works as long as it uses the same part names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class LabelScheme:
             raise ValueError(f"class names must be unique, got {self.names}")
 
     @classmethod
-    def from_id2label(cls, id2label: Mapping[int | str, str]) -> "LabelScheme":
+    def from_id2label(cls, id2label: Mapping[int | str, str]) -> LabelScheme:
         """Build from a model config's ``id2label`` (keys may be strings in JSON)."""
         by_id = {int(k): v for k, v in id2label.items()}
         if sorted(by_id) != list(range(len(by_id))):

@@ -29,6 +29,8 @@ from face_parser.postprocess import semantic_scores
 from face_parser.preprocess import PreprocessConfig
 
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
+# transformers' @strict config dataclasses pass extra keywords (out_features, num_queries) on to
+# __post_init__(**kwargs); their generated __init__ signature does not list them: hence the ignores below.
 
 
 def _small_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConfig:
@@ -38,7 +40,7 @@ def _small_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerCon
     dropout the queries learn to depend on the noise and collapse in ``eval()``.
     """
     queries = num_queries or len(labels)
-    backbone = ResNetConfig(
+    backbone = ResNetConfig(  # type: ignore[call-arg]
         embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
         layer_type="basic", out_features=_STAGES,
     )
@@ -47,7 +49,7 @@ def _small_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerCon
         encoder_layers=1, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
         num_queries=queries,
     )
-    return MaskFormerConfig(
+    return MaskFormerConfig(  # type: ignore[call-arg]
         backbone_config=backbone, decoder_config=decoder, fpn_feature_size=128,
         mask_feature_size=128, num_queries=queries, use_auxiliary_loss=False,
         id2label=labels.id2label, label2id=labels.label2id,
@@ -56,12 +58,12 @@ def _small_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerCon
 
 def _swin_base_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConfig:
     """The architecture of ``facebook/maskformer-swin-base-ade`` (~102M parameters)."""
-    backbone = MaskFormerSwinConfig(
+    backbone = MaskFormerSwinConfig(  # type: ignore[call-arg]
         image_size=384, embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
         window_size=12, drop_path_rate=0.3, out_features=_STAGES,
     )
     decoder = DetrConfig(d_model=256, decoder_layers=6, dropout=0.0, num_queries=num_queries or 100)
-    return MaskFormerConfig(
+    return MaskFormerConfig(  # type: ignore[call-arg]
         backbone_config=backbone, decoder_config=decoder, fpn_feature_size=256,
         mask_feature_size=256, num_queries=num_queries or 100, use_auxiliary_loss=False,
         id2label=labels.id2label, label2id=labels.label2id,
@@ -71,12 +73,12 @@ def _swin_base_config(labels: LabelScheme, num_queries: int | None) -> MaskForme
 def _tiny_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConfig:
     """A few hundred thousand parameters: for tests and smoke runs, not for faces."""
     queries = num_queries or len(labels)
-    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],  # type: ignore[call-arg]
                             layer_type="basic", out_features=_STAGES)
     decoder = DetrConfig(d_model=32, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
                          encoder_layers=1, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                          num_queries=queries)
-    return MaskFormerConfig(backbone_config=backbone, decoder_config=decoder, fpn_feature_size=32,
+    return MaskFormerConfig(backbone_config=backbone, decoder_config=decoder, fpn_feature_size=32,  # type: ignore[call-arg]
                             mask_feature_size=32, num_queries=queries, use_auxiliary_loss=False,
                             id2label=labels.id2label, label2id=labels.label2id)
 
@@ -125,7 +127,7 @@ class FaceParser:
     dtype: torch.dtype
 
     @classmethod
-    def load(cls, name_or_path: str | Path, device: str = "auto", dtype: str = "auto") -> "FaceParser":
+    def load(cls, name_or_path: str | Path, device: str = "auto", dtype: str = "auto") -> FaceParser:
         """Load a ``save_pretrained`` folder (or hub id, when online) for inference."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -133,6 +135,8 @@ class FaceParser:
             str(name_or_path), use_safetensors=True, dtype=dt
         ).to(dev).eval()
         processor_file = cached_file(str(name_or_path), "preprocessor_config.json")
+        if processor_file is None:
+            raise FileNotFoundError(f"{name_or_path} has no preprocessor_config.json")
         preprocess = PreprocessConfig.from_processor_dict(json.loads(Path(processor_file).read_text()))
         version = getattr(model.config, "face_parser_version", None) or Path(str(name_or_path)).name
         return cls(model, LabelScheme.from_id2label(model.config.id2label), preprocess, version, dev, dt)
@@ -153,9 +157,12 @@ def save_model_folder(
     out.mkdir(parents=True, exist_ok=True)
     model.config.face_parser_version = version
     model.config.use_auxiliary_loss = False
-    to_save = model.to(torch.float16) if fp16 else model
+    id2label = model.config.id2label
+    if not id2label:
+        raise ValueError("the model config has no id2label: build the model with build_model()")
+    to_save = model.half() if fp16 else model
     to_save.save_pretrained(out, safe_serialization=True)
-    model.to(torch.float32)
-    processor = MaskFormerImageProcessorPil(num_labels=len(model.config.id2label), **preprocess.to_processor_dict())
+    model.float()
+    processor = MaskFormerImageProcessorPil(num_labels=len(id2label), **preprocess.to_processor_dict())
     processor.save_pretrained(out)
     return out

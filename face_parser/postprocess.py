@@ -96,6 +96,7 @@ def image_label_map(scores_khw: torch.Tensor, size: tuple[int, int]) -> torch.Te
         else:
             better = val > best_val
             best_val, best_id = np.where(better, val, best_val), np.where(better, class_id, best_id)
+    assert best_id is not None  # n_cand >= 1: the class that holds floor_m1 can always win
     rows = np.broadcast_to(rows_mb[:, :, None], in_block.shape)[in_block]
     cols = np.broadcast_to(cols_mb[:, None, :], in_block.shape)[in_block]
     labels_hw[rows, cols] = best_id[in_block]

@@ -7,8 +7,9 @@ processor loaded from the model folder sees the same tensor.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ class PreprocessConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
     @classmethod
-    def from_processor_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
+    def from_processor_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
         """Read a ``preprocessor_config.json`` dict (``size`` as ``{height, width}``)."""
         size = d.get("size", {})
         height = size.get("height") if isinstance(size, Mapping) else size
@@ -60,7 +61,7 @@ def resize_rgb(image_hwc: np.ndarray, size: int) -> np.ndarray:
     """
     if image_hwc.shape[:2] == (size, size):
         return image_hwc
-    return np.asarray(Image.fromarray(image_hwc).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image_hwc).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def to_pixel_values(images_hwc: Sequence[np.ndarray], config: PreprocessConfig) -> torch.Tensor:

@@ -50,15 +50,16 @@ def draw(old: FaceParser, new: FaceParser, faces: list[tuple[np.ndarray, np.ndar
     rows = 1 + len(faces)
     fig, axes = plt.subplots(rows, 4, figsize=(10, 2.5 * rows))
     top = [photo] + [palette[predict_label_maps(m, [photo], photo.shape[:2])[0]] for m in (old, new)]
-    for ax, im, title in zip(axes[0], top, ["public-domain photo", old.version, new.version]):
+    for ax, im, title in zip(axes[0], top, ["public-domain photo", old.version, new.version], strict=False):
         ax.imshow(im)
         ax.set_title(title, fontsize=8)
     axes[0][3].axis("off")
-    for row, (image, truth) in zip(axes[1:], faces):
+    for row, (image, truth) in zip(axes[1:], faces, strict=True):
         preds = [predict_label_maps(m, [image], truth.shape)[0] for m in (old, new)]
         cells = [palette[preds[0]], palette[preds[1]], error_map(truth, preds[0]), error_map(truth, preds[1])]
-        titles = [f"{m.version}: F {image_f1(truth, p, len(new.labels)):.3f}" for m, p in zip((old, new), preds)]
-        for ax, im, title in zip(row, cells, titles + ["errors (old)", "errors (new)"]):
+        titles = [f"{m.version}: F {image_f1(truth, p, len(new.labels)):.3f}"
+                  for m, p in zip((old, new), preds, strict=True)]
+        for ax, im, title in zip(row, cells, titles + ["errors (old)", "errors (new)"], strict=True):
             ax.imshow(im)
             ax.set_title(title, fontsize=8)
     for ax in axes.ravel():

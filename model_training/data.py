@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -101,4 +101,4 @@ def balanced_class_weights(freq: np.ndarray, power: float = 0.5, max_weight: flo
 
 def oversample(indices: Sequence[int], has_rare: np.ndarray, repeat: int) -> list[int]:
     """Repeat the images that hold a rare class ``repeat`` times in each epoch."""
-    return list(indices) + [i for i, rare in zip(indices, has_rare) if rare] * max(repeat - 1, 0)
+    return list(indices) + [i for i, rare in zip(indices, has_rare, strict=True) if rare] * max(repeat - 1, 0)

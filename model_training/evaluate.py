@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -62,12 +62,13 @@ def per_class_chart(report: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = [(n, v["f1"], v["iou"]) for n, v in report["per_class"].items() if v["pixels"] and n != "background"]
-    names, f1, iou = zip(*rows)
+    names, f1, iou = zip(*rows, strict=True)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.bar(x - 0.2, [v or 0 for v in f1], 0.4, label="F1")
     ax.bar(x + 0.2, [v or 0 for v in iou], 0.4, label="IoU")
-    ax.axhline(report["mean_f1_foreground"], color="k", ls="--", lw=1, label=f"mean F1 {report['mean_f1_foreground']:.3f}")
+    ax.axhline(report["mean_f1_foreground"], color="k", ls="--", lw=1,
+               label=f"mean F1 {report['mean_f1_foreground']:.3f}")
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_title(title)
@@ -87,7 +88,7 @@ def confusion_chart(report: dict, names: Sequence[str], path: Path, title: str) 
     matrix = np.asarray(report["confusion"])
     fig, ax = plt.subplots(figsize=(8.5, 7.5))
     image = ax.imshow(matrix, cmap="viridis", norm=matplotlib.colors.PowerNorm(0.4, vmin=0, vmax=1))
-    for t, p in zip(*np.nonzero(matrix >= 0.02)):
+    for t, p in zip(*np.nonzero(matrix >= 0.02), strict=True):
         ax.text(p, t, f"{matrix[t, p]:.2f}"[1:] if matrix[t, p] < 1 else "1", ha="center", va="center",
                 fontsize=6, color="w" if matrix[t, p] < 0.5 else "k")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
@@ -106,10 +107,11 @@ def overlay_grid(triples, palette: np.ndarray, path: Path, alpha: float = 0.55) 
     from PIL import Image
 
     rows = []
+    def over(image, lbl):
+        return (image * (1 - alpha) + palette[lbl] * alpha).astype(np.uint8)
+
     for image, truth, pred in triples:
-        def over(lbl):
-            return (image * (1 - alpha) + palette[lbl] * alpha).astype(np.uint8)
-        rows.append(np.concatenate([image, over(truth), over(pred)], axis=1))
+        rows.append(np.concatenate([image, over(image, truth), over(image, pred)], axis=1))
     grid = np.concatenate(rows, axis=0)
     Image.fromarray(grid).resize((grid.shape[1] // 2, grid.shape[0] // 2)).save(path)
 

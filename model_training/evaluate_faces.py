@@ -31,7 +31,13 @@ import cv2
 import numpy as np
 
 from face_parser.faces import (
-    CROP_SCALE, CROP_SHIFT, HaarFaceDetector, align_faces, crop_face, face_label_map, find_faces,
+    CROP_SCALE,
+    CROP_SHIFT,
+    HaarFaceDetector,
+    align_faces,
+    crop_face,
+    face_label_map,
+    find_faces,
 )
 from face_parser.modeling import FaceParser
 from face_parser.preprocess import to_pixel_values
@@ -120,7 +126,7 @@ def make_canvas(rng: np.random.Generator, pairs: list[tuple[np.ndarray, np.ndarr
     height = round(width / float(rng.choice(CANVAS_ASPECTS)))
     kind = str(rng.choice(BACKGROUNDS))
     canvas = Canvas(make_background(rng, height, width, kind, donors), np.zeros((height, width), np.uint8), [], kind)
-    for (image, mask), square in zip(pairs, place_squares(rng, height, width, len(pairs))):
+    for (image, mask), square in zip(pairs, place_squares(rng, height, width, len(pairs)), strict=False):
         paste_cutout(canvas, image, mask, square)
     return canvas
 

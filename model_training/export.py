@@ -108,11 +108,13 @@ def describe_run(run_dir: Path) -> str:
 def model_card(model, report: dict, command: str, version: str, size: int, run_dirs: list[Path],
                fp16: bool = True) -> str:
     rows = "\n".join(
-        f"| {n} | {v['f1'] if v['f1'] is not None else '-'} | {v['iou'] if v['iou'] is not None else '-'} | {v['pixels']} |"
+        f"| {n} | {v['f1'] if v['f1'] is not None else '-'} | "
+        f"{v['iou'] if v['iou'] is not None else '-'} | {v['pixels']} |"
         for n, v in report["per_class"].items()
     )
     arch = "\n".join(f"- {line}" for line in describe_architecture(model))
     phases = "\n".join(f"{i}. {describe_run(d)}" for i, d in enumerate(run_dirs, 1)) or "(no run folders given)"
+    f1_all = report.get("mean_f1_all")
     return f"""---
 library_name: transformers
 pipeline_tag: image-segmentation
@@ -148,7 +150,7 @@ stock MaskFormer.
 
 ## Evaluation: {report.get("split", "val")} split, {report["images"]} pairs, 512x512, eval mode
 - per-image F (mean over images of the F1 of the classes in each ground truth): **{report.get("per_image_f")}**
-- pooled mean F1 over the 18 face classes: **{report['mean_f1_foreground']}**; over 19 with background: {report.get("mean_f1_all")}
+- pooled mean F1 over the 18 face classes: **{report['mean_f1_foreground']}**; over 19 with background: {f1_all}
 - mean IoU: {report['mean_iou']}
 - classes present but never predicted: {report['classes_never_predicted'] or 'none'}
 - left/right-reversed ground-truth masks corrected before scoring: {report.get("lr_convention_fixed", False)}

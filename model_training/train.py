@@ -68,7 +68,8 @@ class DataArguments:
 
 @dataclass
 class ModelArguments:
-    preset: str = field(default="small", metadata={"help": "architecture when training from scratch: small | swin-base"})
+    preset: str = field(default="small",
+                        metadata={"help": "architecture when training from scratch: small | swin-base"})
     init_from: str | None = field(default=None, metadata={"help": "save_pretrained folder or hub id to fine-tune"})
     num_queries: int | None = field(default=None, metadata={"help": "queries (default: classes for small)"})
     matching: str = field(default="fixed", metadata={"help": "fixed (query k = class k) | hungarian (stock loss)"})

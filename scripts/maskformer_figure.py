@@ -13,14 +13,14 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from skimage import data  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from skimage import data
 
-from face_parser.modeling import FaceParser  # noqa: E402
-from face_parser.postprocess import class_probabilities, label_map, semantic_scores  # noqa: E402
-from face_parser.preprocess import resize_rgb, to_pixel_values  # noqa: E402
+from face_parser.modeling import FaceParser
+from face_parser.postprocess import class_probabilities, label_map, semantic_scores
+from face_parser.preprocess import resize_rgb, to_pixel_values
 
 FACE_BOX = (100, 0, 340, 240)  # x0, y0, x1, y1 in the 512x512 portrait: face centred, like CelebA-HQ
 SHOWN_CLASSES = ("skin", "hair", "u_lip", "l_lip")
@@ -43,7 +43,10 @@ def draw(photo, out, labels, path: str) -> None:
 
     fig = plt.figure(figsize=(15, 6.4))
     grid = fig.add_gridspec(2, 6)
-    ax = fig.add_subplot(grid[0, 0]); ax.imshow(photo); ax.set_title("input photo"); ax.axis("off")
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(photo)
+    ax.set_title("input photo")
+    ax.axis("off")
     ax = fig.add_subplot(grid[0, 1:3])
     ax.imshow(cls, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     ax.set_title(f"class_queries_logits, softmax {tuple(out.class_queries_logits.shape)}", fontsize=9)
@@ -59,10 +62,16 @@ def draw(photo, out, labels, path: str) -> None:
     for i, name in enumerate(("hair", "u_lip", "l_lip")):
         ax = fig.add_subplot(grid[1, 1 + i])
         ax.imshow(probs[labels.names.index(name)], cmap="magma", vmin=0, vmax=1)
-        ax.set_title(f"P({name}) at photo size", fontsize=9); ax.axis("off")
-    ax = fig.add_subplot(grid[1, 4]); ax.imshow(palette[ids]); ax.set_title("label map (argmax)"); ax.axis("off")
+        ax.set_title(f"P({name}) at photo size", fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, 4])
+    ax.imshow(palette[ids])
+    ax.set_title("label map (argmax)")
+    ax.axis("off")
     ax = fig.add_subplot(grid[1, 5])
-    ax.imshow((0.55 * photo + 0.45 * palette[ids]).astype(np.uint8)); ax.set_title("overlay"); ax.axis("off")
+    ax.imshow((0.55 * photo + 0.45 * palette[ids]).astype(np.uint8))
+    ax.set_title("overlay")
+    ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -29,7 +29,11 @@ from service.inference import InferenceEngine
 from service.memory import IdleTrimmer
 from service.metrics import Metrics
 from service.middleware import (
-    AdmissionLimits, AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware, client_identity,
+    AdmissionLimits,
+    AdmissionMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    client_identity,
 )
 from service.routes import health, live, model_info, page, parse, recolor
 from service.routes.page import STATIC_DIR
@@ -61,7 +65,8 @@ async def lifespan(app: FastAPI):
         yield
         return
     engine.start()
-    app.state.metrics.model_info.labels(parser.version, str(parser.device), str(parser.dtype).removeprefix("torch.")).set(1)
+    dtype = str(parser.dtype).removeprefix("torch.")
+    app.state.metrics.model_info.labels(parser.version, str(parser.device), dtype).set(1)
     app.state.engine = engine
     log.info("model %s ready on %s (%s)", parser.version, parser.device, parser.dtype)
     try:
@@ -81,9 +86,10 @@ def create_app(settings: Settings | None = None, parser: FaceParser | None = Non
     app.state.settings, app.state.parser, app.state.detector, app.state.engine = settings, parser, detector, None
     app.state.not_ready_reason = "model is loading"
     app.state.metrics = Metrics()
-    app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(HTTPException, http_error_handler)
+    # Starlette types a handler as taking any Exception, not the class it is registered for: hence the ignores
+    app.add_exception_handler(ApiError, api_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.state.live_streams = 0  # open WS /recolor/live streams
     for module in (parse, recolor, live, model_info, health, page):

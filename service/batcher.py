@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -85,7 +86,7 @@ async def collect_batch(queue: asyncio.Queue, max_size: int, max_delay_s: float 
             break
         try:
             batch.append(await asyncio.wait_for(queue.get(), remaining))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
     return batch
 
@@ -121,7 +122,7 @@ class Batcher(Generic[P, R]):
         if self._task:
             try:
                 await asyncio.wait_for(self.queue.join(), drain_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             tasks = [self._task, *self._batches]
             for task in tasks:
@@ -133,7 +134,10 @@ class Batcher(Generic[P, R]):
                 item.future.set_exception(ShuttingDownError("the service shut down before this request ran"))
 
     async def submit(self, payload: P) -> R:
-        """Queue one request and wait for its result (or raise QueueFullError / QueueTimeoutError / ShuttingDownError)."""
+        """Queue one request and wait for its result.
+
+        Raises QueueFullError, QueueTimeoutError or ShuttingDownError.
+        """
         return (await self.submit_many([payload]))[0]
 
     async def submit_many(self, payloads: Sequence[P]) -> list[R]:
@@ -150,14 +154,14 @@ class Batcher(Generic[P, R]):
                                  f"(queue size {self.queue.maxsize}, this request needs {len(payloads)} places)")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in payloads]
-        for payload, future in zip(payloads, futures):
+        for payload, future in zip(payloads, futures, strict=True):
             self.queue.put_nowait(_Item(payload, future))
         self.observer.queue_depth(self.queue.qsize())
         gathered = asyncio.gather(*futures)
         gathered.add_done_callback(_retrieve)  # a caller that went away leaves a cancelled gather nobody awaits
         try:
             return list(await asyncio.wait_for(asyncio.shield(gathered), self.timeout_s))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.observer.rejected("timeout")
             raise QueueTimeoutError(f"no result within {self.timeout_s:g} s") from None
         finally:
@@ -213,6 +217,6 @@ class Batcher(Generic[P, R]):
             return
         self.batches_run += 1
         self.observer.batch_finished(len(items), time.perf_counter() - start, ok=True)
-        for it, result in zip(items, results):
+        for it, result in zip(items, results, strict=True):
             if not it.future.done():
                 it.future.set_result(result)

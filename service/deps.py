@@ -18,7 +18,13 @@ from pydantic import SecretStr
 
 from service.batcher import QueueFullError, QueueTimeoutError, ShuttingDownError
 from service.errors import (
-    ClientClosedRequest, InferenceFailed, NotReady, Overloaded, PayloadTooLarge, QueueTimeout, ShuttingDown,
+    ClientClosedRequest,
+    InferenceFailed,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    QueueTimeout,
+    ShuttingDown,
     Unauthorized,
 )
 from service.imaging import decode_image

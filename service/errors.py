@@ -5,6 +5,8 @@ Every error the API returns is ``{"error": "<code>", "detail": "<what was wrong>
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -66,7 +68,7 @@ class ClientClosedRequest(ApiError):
     status, code = 499, "client_closed_request"
 
 
-def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 

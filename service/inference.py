@@ -112,7 +112,7 @@ class InferenceEngine:
         return list(self.parser.scores(pixel_values))
 
     async def warm_up(self) -> None:
-        """A forward pass at the largest batch on each worker, and a face search, so the first requests pay no set-up."""
+        """A forward pass at the largest batch on each worker, and a face search: the first requests pay no set-up."""
         size = self.parser.preprocess.size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         await self.workers.warm_up(lambda: self._predict([blank] * self.batcher.max_batch_size))

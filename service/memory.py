@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
+
 def _load_malloc_trim():
     """``malloc_trim`` of glibc, or None elsewhere (musl, macOS): trimming is then a no-op."""
     try:

@@ -5,7 +5,7 @@ Endpoint labels are route templates (bounded), never raw paths.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -21,12 +21,14 @@ class Metrics(BatchObserver):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("faceparse_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r)
+        self.requests = Counter("faceparse_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+                                registry=r)
         self.latency = Histogram("faceparse_request_latency_seconds", "Request latency", ["endpoint"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram("faceparse_queue_wait_seconds", "Time a request waited for its batch",
                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("faceparse_batch_size", "Requests per forward pass", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram("faceparse_batch_size", "Requests per forward pass", buckets=BATCH_BUCKETS,
+                                    registry=r)
         self.inference = Histogram("faceparse_inference_seconds", "Forward pass time per batch",
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.batch_failures = Counter("faceparse_batch_failures", "Batches whose forward pass raised", registry=r)

@@ -85,7 +85,9 @@ def guided_filter(guide: np.ndarray, src_hw: np.ndarray, radius: int, eps: float
     edges still follow the full-resolution photo.
     """
     guide_hwc = (guide[..., None] if guide.ndim == 2 else guide).astype(np.float32)
-    small_guide, small_src, r = guide_hwc, src_hw.astype(np.float32), radius
+    small_guide: np.ndarray = guide_hwc
+    small_src: np.ndarray = src_hw.astype(np.float32)
+    r = radius
     if subsample > 1:
         size = (max(1, guide_hwc.shape[1] // subsample), max(1, guide_hwc.shape[0] // subsample))
         small_guide = cv2.resize(guide_hwc, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)

@@ -34,10 +34,12 @@ class Settings(BaseSettings):
 
     model_dir: str = Field(str(DEFAULT_MODEL_DIR), description="save_pretrained folder (or hub id when online)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: fp16 on CUDA, fp32 on CPU")
-    torch_threads: int = Field(0, ge=0, description="CPU threads for forward passes, shared by the workers; 0 = all cores")
-    inference_workers: int = Field(0, ge=0, le=64, description="forward passes at once; 0 = auto: one per core (at most "
-                                   "4) on CPU, each using the cores the others leave idle; 1 on GPU")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: fp16 on CUDA, fp32 on CPU")
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads for forward passes, shared by the workers; 0 = all cores")
+    inference_workers: int = Field(0, ge=0, le=64, description="forward passes at once; 0 = auto: one per core "
+                                   "(at most 4) on CPU, each using the cores the others leave idle; 1 on GPU")
 
     max_batch_size: int = Field(8, ge=1, le=256, description="most requests in one forward pass")
     max_batch_delay_ms: float = Field(5.0, ge=0, le=1000, description="wait after the first request for more; with "
@@ -63,11 +65,13 @@ class Settings(BaseSettings):
     min_rate_bytes_s: float = Field(500.0, ge=0, description="the rate that earns headers and uploads more time "
                                     "(mod_reqtimeout MinRate=500); 0 = fixed deadlines")
     worker_threads: int = Field(8, ge=1, le=256, description="threads for decoding, post-processing and encoding")
-    idle_trim_s: float = Field(2.0, ge=0, description="return freed heap to the OS this long after the last request; 0 = never")
+    idle_trim_s: float = Field(
+        2.0, ge=0, description="return freed heap to the OS this long after the last request; 0 = never")
 
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="413 above this body size")
     max_image_pixels: int = Field(40_000_000, ge=1, description="413 above this width x height")
-    max_output_side: int = Field(2048, ge=64, description="label maps of larger photos are computed at this side, then enlarged")
+    max_output_side: int = Field(
+        2048, ge=64, description="label maps of larger photos are computed at this side, then enlarged")
 
     face_min_size: float = Field(0.05, gt=0, le=1, description="smallest face found / the photo's shorter side")
     face_detect_max_side: int = Field(800, ge=64, description="faces are searched on the photo shrunk to this side")
@@ -89,7 +93,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @model_validator(mode="after")
-    def _check(self) -> "Settings":
+    def _check(self) -> Settings:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"FACEPARSE_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.api_key is not None and not self.api_key.get_secret_value():

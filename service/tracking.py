@@ -9,8 +9,8 @@ inside the tracked faces, fitted with a similarity (shift, zoom, turn) by RANSAC
   crop is nudged towards the one the parsed eyes and mouth give (``align_faces``),
   which keeps it framed without a second pass. The detector runs only every
   ``detect_every`` frames, or at once when the track is lost (no motion, eyes or
-  mouth not found; every ``EMPTY_RETRY`` frames while no face is found); detections that overlap a tracked face keep the tracked crop, so a
-  re-detection does not make the crop jump.
+  mouth not found; every ``EMPTY_RETRY`` frames while no face is found); detections that overlap a tracked
+  face keep the tracked crop, so a re-detection does not make the crop jump.
 - :class:`MatteSmoother` warps the previous smoothed mattes by the same motion
   and averages them with the new ones (an exponential moving average in the
   face's own frame): camera noise averages out, and because the average is taken
@@ -105,7 +105,8 @@ class FaceTracker:
         gray = cv2.cvtColor(frame_hwc, cv2.COLOR_RGB2GRAY)
         prev = self._prev_gray
         same_size = prev is not None and prev.shape == gray.shape
-        self.motion = estimate_motion(prev, gray, self._face_mask(gray.shape)) if prev is not None and same_size else None
+        self.motion = (estimate_motion(prev, gray, self._face_mask(gray.shape)) if prev is not None and same_size
+                       else None)
         self._prev_gray = gray
         return self.motion
 
@@ -148,7 +149,7 @@ class FaceTracker:
         """After the forward pass: nudge each crop towards its parsed framing; drop faces whose eyes or mouth
         were not found (the next frame runs the detector if none is left)."""
         kept = []
-        for face, scores_khw in zip(self.faces, scores):
+        for face, scores_khw in zip(self.faces, scores, strict=True):
             better = aligned_crop(scores_khw, face.crop, labels)
             if better is not None:
                 kept.append(replace(face, crop=mix_crops(face.crop, better, CROP_FOLLOW)))

@@ -7,8 +7,8 @@ does not come up fails the test with its log.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

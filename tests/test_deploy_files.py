@@ -452,7 +452,7 @@ def test_dashboard_promql_parses(dashboard, tmp_path):
         pytest.skip("promtool not installed (bash scripts/install_test_tools.sh)")
     grafana_vars = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
     rules = []
-    for i, (where, expr) in enumerate(dashboard_exprs(dashboard)):
+    for i, (_where, expr) in enumerate(dashboard_exprs(dashboard)):
         for var, value in grafana_vars.items():
             expr = expr.replace(var, value)
         expr = re.sub(r"\$\{?\w+\}?", ".*", expr)  # template variables only occur in matcher strings

@@ -74,7 +74,8 @@ _JS_PIXELS = """
 @pytest.fixture(scope="module")
 def chromium_path() -> Path:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: run scripts/install_browser.sh (Debian packages chromium, chromium-driver)")
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/install_browser.sh "
+                    "(Debian packages chromium, chromium-driver)")
     return CHROMIUM
 
 

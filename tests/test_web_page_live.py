@@ -104,7 +104,8 @@ def test_live_mode_shows_the_camera_recoloured(camera_page):
         document.querySelector('#lip-finish').value = 'gloss';
     }}""")
     page.click("#live-start")
-    page.wait_for_function("Number(document.body.dataset.liveFrames || 0) >= 8 || document.body.dataset.live === 'error'")
+    page.wait_for_function("Number(document.body.dataset.liveFrames || 0) >= 8 "
+                           "|| document.body.dataset.live === 'error'")
     assert page.evaluate("document.body.dataset.live") == "streaming", page.inner_text("#live-status")
     stats = page.inner_text("#live-stats")
     assert "fps" in stats and "ms" in stats, stats

@@ -41,7 +41,7 @@ class FaceParserAPI(ls.LitAPI):
         if self.batch_log:
             with open(self.batch_log, "a") as f:
                 f.write(f"{len(photos)}\n")
-        return list(zip(forward(self.parser, photos), photos))
+        return list(zip(forward(self.parser, photos), photos, strict=True))
 
     def unbatch(self, outputs: list[tuple]) -> list[tuple]:
         return outputs

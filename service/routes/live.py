@@ -113,7 +113,7 @@ class LiveConnection:
         while True:
             try:
                 message = await asyncio.wait_for(self.ws.receive(), self.settings.live_idle_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise StreamClosed(POLICY, f"idle for {self.settings.live_idle_timeout_s:g} s") from None
             if message["type"] == "websocket.disconnect":
                 return
@@ -142,7 +142,8 @@ class LiveConnection:
         if not self.authorized:
             raise StreamClosed(POLICY, KEY_REQUIRED)
         if len(data) > self.settings.live_max_frame_bytes:
-            raise StreamClosed(TOO_BIG, f"frame of {len(data)} bytes; the limit is {self.settings.live_max_frame_bytes}")
+            limit = self.settings.live_max_frame_bytes
+            raise StreamClosed(TOO_BIG, f"frame of {len(data)} bytes; the limit is {limit}")
         index, self.frames_received = self.frames_received, self.frames_received + 1
         if self.stream is None:
             await self._send_json({"type": "error", "error": "invalid_parameter",
@@ -188,7 +189,7 @@ class LiveConnection:
         async with self._send_lock:
             try:
                 await asyncio.wait_for(self.ws.send(message), self.settings.live_send_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise StreamClosed(POLICY, f"the client read nothing for {self.settings.live_send_timeout_s:g} s") \
                     from None
 

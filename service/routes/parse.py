@@ -49,7 +49,8 @@ def render(parsing: Parsing, photo_hwc: np.ndarray, fmt: str, overlay: bool, opa
              responses={200: {"content": {"image/png": {}, "application/json": {}}}})
 async def parse(
     request: Request, photo: PhotoDep, engine: EngineDep, settings: SettingsDep,
-    format: Annotated[Literal["png", "color", "rle"], Query(description="png: class ids; color: rendering; rle: COCO RLE JSON")] = "png",
+    format: Annotated[Literal["png", "color", "rle"],
+                      Query(description="png: class ids; color: rendering; rle: COCO RLE JSON")] = "png",
     overlay: Annotated[bool, Query(description="color: blend over the photo")] = False,
     opacity: Annotated[float, Query(ge=0.0, le=1.0, description="color + overlay: weight of the colours")] = 0.5,
     classes: Annotated[str | None, Query(description="rle: comma-separated class names or ids to include")] = None,

@@ -9,8 +9,17 @@ import pytest
 import torch
 
 from face_parser.faces import (
-    Crop, Face, HaarFaceDetector, align_faces, aligned_crop, box_crop, crop_face, face_label_map, find_faces,
-    paste_probabilities, suppress_overlaps,
+    Crop,
+    Face,
+    HaarFaceDetector,
+    align_faces,
+    aligned_crop,
+    box_crop,
+    crop_face,
+    face_label_map,
+    find_faces,
+    paste_probabilities,
+    suppress_overlaps,
 )
 from face_parser.labels import CELEBAMASK_HQ_SCHEME as LABELS
 from face_parser.preprocess import resize_rgb
@@ -52,7 +61,7 @@ def test_haar_finds_each_drawn_face_in_a_group_photo_left_to_right(detector):
     canvas, _ = face_canvas()
     faces = find_faces(canvas, detector)
     assert len(faces) == 3
-    for face, x in zip(faces, FACE_X):
+    for face, x in zip(faces, FACE_X, strict=True):
         bx, by, bw, bh = face.box
         assert x <= bx and bx + bw <= x + 200 and 60 <= by and by + bh <= 260  # inside its own face
         assert face.crop.angle == 0.0 and face.score > 0

@@ -48,7 +48,7 @@ def test_a_group_photo_gets_one_parsed_face_per_person_in_place(oracle_api):
     assert r.status_code == 200 and r.headers["x-faces-found"] == "3"
     body = r.json()
     assert [f["index"] for f in body["faces"]] == [0, 1, 2] and "detail" not in body
-    for face, x in zip(body["faces"], FACE_X):  # left to right, each box inside its own face
+    for face, x in zip(body["faces"], FACE_X, strict=True):  # left to right, each box inside its own face
         bx, by, bw, bh = face["box"]
         assert x <= bx and bx + bw <= x + 200 and 60 <= by and by + bh <= 260
 

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
-
 from prometheus_client import generate_latest
 
 from face_parser.modeling import FaceParser

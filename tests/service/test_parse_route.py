@@ -153,7 +153,7 @@ def test_concurrent_requests_are_batched_and_answers_map_back(make_client, oracl
     assert batches < len(images)
 
     batcher.max_delay_s = 0.0  # lone requests from here on: no need to wait for companions
-    for (w, h), data, answer in zip(sizes, images, answers):
+    for (w, h), data, answer in zip(sizes, images, answers, strict=True):
         alone = post_parse(client, data)
         assert open_png(answer.content).size == (w, h)
         np.testing.assert_array_equal(np.asarray(open_png(answer.content)), np.asarray(open_png(alone.content)))

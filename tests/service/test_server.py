@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import draw_face, metric, png_bytes
-from tests.live_server import log_tail, live_server
+from tests.live_server import live_server, log_tail
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from benchmarks.slow_clients import (
-    attack, attacker_address, multipart_upload, open_fds, ordinary_client, summarize_cuts,
-)
 from benchmarks.servers import Server, running, service_spec
+from benchmarks.slow_clients import (
+    attack,
+    attacker_address,
+    multipart_upload,
+    open_fds,
+    ordinary_client,
+    summarize_cuts,
+)
 from benchmarks.soak import face_photos
 
 pytestmark = pytest.mark.slow
