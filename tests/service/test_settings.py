@@ -18,10 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_requires_python_is_what_the_code_needs():
-    """asyncio.timeout (service/middleware.py) and tomllib are Python 3.11."""
+    """asyncio.timeout_at (service/middleware.py) and tomllib are Python 3.11."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"
-    assert "asyncio.timeout(" in (REPO_ROOT / "service" / "middleware.py").read_text()
+    assert "asyncio.timeout_at(" in (REPO_ROOT / "service" / "middleware.py").read_text()
 
 
 def test_checkout_default_is_the_shipped_model(monkeypatch):
