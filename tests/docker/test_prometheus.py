@@ -144,7 +144,8 @@ async def traffic(base: str) -> None:
 def test_prometheus_scrapes_the_service_and_evaluates_the_dashboard(tiny_model_dir, tmp_path):
     with contextlib.ExitStack() as stack:
         ok_base, ok_port = stack.enter_context(live_server(
-            tiny_model_dir, tmp_path / "ok.log", max_queue_size=1, max_faces=1, max_batch_size=1, inference_workers=1))
+            tiny_model_dir, tmp_path / "ok.log", max_queue_size=1, max_faces=1, max_batch_size=1, inference_workers=1,
+            client_share=1))  # one client sends the burst: the service's limit, not its share, must refuse
         broken = service_spec(str(tmp_path / "no-model"))
         broken.ready_path = "/healthz"  # it stays up, /readyz says why: what the alert is for
         broken.env["HF_HUB_OFFLINE"] = "1"  # a missing folder is not looked up on the hub
