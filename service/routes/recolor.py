@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from face_parser.labels import LabelScheme
+from face_parser.pipeline import FaceParsing
 from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
-from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
+from service.faces import FACES_DESCRIPTION, FacesMode, faces_headers, faces_summary, parse_photo
 from service.imaging import OUTPUT_FORMATS, encode_image
 from service.recolor import HAIR_PARTS, LIP_PARTS, TEETH_PARTS, ColorRequest, parse_hex_color, recolor
 from service.threads import run_in_worker
@@ -40,7 +41,7 @@ def parse_face_indices(value: str | None, faces: FacesMode) -> list[int] | None:
     return sorted({int(t) for t in tokens})
 
 
-def check_face_indices(indices: list[int] | None, parsing: Parsing) -> None:
+def check_face_indices(indices: list[int] | None, parsing: FaceParsing) -> None:
     if indices is None or parsing.faces is None:
         return
     found = len(parsing.faces)
@@ -49,7 +50,7 @@ def check_face_indices(indices: list[int] | None, parsing: Parsing) -> None:
         raise InvalidParameter(f"face_indices: face {indices[-1]} does not exist; {found} faces found ({allowed})")
 
 
-def part_probabilities(parsing: Parsing, labels: LabelScheme, size: tuple[int, int], parts,
+def part_probabilities(parsing: FaceParsing, labels: LabelScheme, size: tuple[int, int], parts,
                        face_indices: list[int] | None) -> dict:
     """Full-size probabilities of just the parts the recolouring needs (of the chosen faces)."""
     ids = {name: labels.id_of(name) for name in parts if name in labels.names}
@@ -59,7 +60,7 @@ def part_probabilities(parsing: Parsing, labels: LabelScheme, size: tuple[int, i
     return {name: full[i].numpy() for i, name in enumerate(ids)}
 
 
-def render(parsing: Parsing, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str,
+def render(parsing: FaceParsing, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str,
            face_indices: list[int] | None) -> bytes:
     parts = (LIP_PARTS + TEETH_PARTS if lips else ()) + (HAIR_PARTS if hair else ())
     probs = part_probabilities(parsing, labels, photo_hwc.shape[:2], parts, face_indices)
@@ -83,8 +84,8 @@ async def recolor_photo(
     if lips is None and hair is None:
         raise InvalidParameter("give lip_color and/or hair_color as #RRGGBB")
     indices = parse_face_indices(face_indices, faces)
-    parsing = await parse_photo(request, engine, photo, faces, settings)
+    parsing = await parse_photo(request, engine, photo, faces)
     check_face_indices(indices, parsing)
     body = await run_in_worker(render, parsing, photo, engine.parser.labels, lips, hair, format, indices)
     return Response(body, media_type=OUTPUT_FORMATS[format][1],
-                    headers={"X-Model-Version": engine.parser.version, **parsing.headers()})
+                    headers={"X-Model-Version": engine.parser.version, **faces_headers(parsing)})

