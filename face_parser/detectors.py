@@ -16,6 +16,7 @@ Both return :class:`Detection` objects in photo pixels, continuous coordinates.
 from __future__ import annotations
 
 import importlib.util
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,9 @@ class BlazeFaceDetector:
 
     SIZE = 192
 
-    def __init__(self, min_score: float = 0.5, nms_iou: float = 0.3, model_path: str | Path | None = None):
-        self.min_score, self.nms_iou = min_score, nms_iou
+    def __init__(self, min_score: float = 0.5, nms_iou: float = 0.3, tiles: int = 2,
+                 model_path: str | Path | None = None):
+        self.min_score, self.nms_iou, self.tiles = min_score, nms_iou, tiles
         self.model_path = str(model_path or blazeface_model_path())
         grid = (np.arange(self.SIZE // 4, dtype=np.float32) + 0.5) / (self.SIZE // 4)
         xs, ys = np.meshgrid(grid, grid)
@@ -108,28 +110,41 @@ class BlazeFaceDetector:
 
     def __call__(self, image_hwc: np.ndarray) -> list[Detection]:
         height, width = image_hwc.shape[:2]
-        side = max(height, width)
         if min(height, width) < 1:
             return []
-        pad_x, pad_y = (side - width) // 2, (side - height) // 2
-        square = cv2.copyMakeBorder(image_hwc, pad_y, side - height - pad_y, pad_x, side - width - pad_x,
+        found = [self._search(image_hwc, window) for window in windows(height, width, self.tiles)]
+        points_n82 = np.concatenate([f[0] for f in found])
+        scores_n = np.concatenate([f[1] for f in found])
+        if not len(scores_n):
+            return []
+        return [_detection(points_82, score) for points_82, score in self._merge(points_n82, scores_n)]
+
+    def _search(self, image_hwc: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates in one square ``window`` of the photo (black beyond its edges): points ``(N, 8, 2)``
+        in photo pixels (box centre, box size, 6 landmarks) and scores ``(N,)``."""
+        x0, y0, side, whole = window
+        height, width = image_hwc.shape[:2]
+        inner = image_hwc[max(y0, 0):min(y0 + side, height), max(x0, 0):min(x0 + side, width)]
+        top, left = max(0, -y0), max(0, -x0)
+        square = cv2.copyMakeBorder(inner, top, side - inner.shape[0] - top, left, side - inner.shape[1] - left,
                                     cv2.BORDER_CONSTANT, value=(0, 0, 0))
         interpolation = cv2.INTER_AREA if side > self.SIZE else cv2.INTER_LINEAR
         small = cv2.resize(square, (self.SIZE, self.SIZE), interpolation=interpolation)
         interpreter, (input_index, boxes_index, scores_index) = self._interpreter()
         interpreter.set_tensor(input_index, (small.astype(np.float32) / 127.5 - 1.0)[None])
         interpreter.invoke()
-        raw_a16 = interpreter.get_tensor(boxes_index)[0]
         logits_a = interpreter.get_tensor(scores_index)[0, :, 0]
         keep = logits_a > np.log(self.min_score / (1 - self.min_score))
-        if not keep.any():
-            return []
-        scores = 1 / (1 + np.exp(-np.clip(logits_a[keep], -80, 80)))
-        points_a82 = raw_a16[keep].reshape(-1, 8, 2) / self.SIZE
-        points_a82[:, [0, 2, 3, 4, 5, 6, 7]] += self.anchors_a2[keep][:, None]  # all but (w, h) are anchor offsets
-        points_a82 *= side
-        points_a82[:, [0, 2, 3, 4, 5, 6, 7]] -= np.array([pad_x, pad_y], np.float32)
-        return [_detection(points_82, score) for points_82, score in self._merge(points_a82, scores)]
+        points_n82 = interpreter.get_tensor(boxes_index)[0][keep].reshape(-1, 8, 2) / self.SIZE
+        points_n82[:, POINT_ROWS] += self.anchors_a2[keep][:, None]  # all but the box size are anchor offsets
+        scores_n = 1 / (1 + np.exp(-np.clip(logits_a[keep], -80, 80)))
+        if not whole:  # a tile keeps the faces well inside it and small for it: the others are the whole photo's
+            centre, size = points_n82[:, 0], points_n82[:, 1].max(axis=1)
+            inside = (size < TILE_MAX_FACE) & (np.abs(centre - 0.5).max(axis=1) + size / 2 < 0.5 + TILE_EDGE)
+            points_n82, scores_n = points_n82[inside], scores_n[inside]
+        points_n82 *= side
+        points_n82[:, POINT_ROWS] += np.array([x0, y0], np.float32)
+        return points_n82, scores_n
 
     def _merge(self, points_a82: np.ndarray, scores_a: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """MediaPipe's weighted non-maximum suppression: each cluster of overlapping candidates (IoU >
@@ -145,6 +160,27 @@ class BlazeFaceDetector:
             merged.append(((points_a82[cluster] * weights).sum(0) / weights.sum(), float(scores_a[best])))
             order = [i for i, o in zip(rest, iou) if o <= self.nms_iou]
         return merged
+
+
+Window = tuple[int, int, int, bool]  # x0, y0, side (a square of the photo, may pass its edges), whole photo?
+POINT_ROWS = [0, 2, 3, 4, 5, 6, 7]  # rows of a candidate's (8, 2) points that are positions (row 1: box size)
+TILE_MAX_FACE = 0.5  # of a tile's side: larger faces are the whole photo's to find
+TILE_EDGE = -0.02  # of a tile's side: how far inside (negative) or past its edges a tile's face may reach
+TILE_SPAN = 1.1  # tiles x tile side / the photo's longer side: neighbours overlap by 0.1 x the longer side
+
+
+def windows(height: int, width: int, tiles: int) -> list[Window]:
+    """The whole photo letterboxed to a square, then (``tiles`` > 1) ``tiles`` x ``tiles`` overlapping squares
+    each ``TILE_SPAN / tiles`` of the longer side, so that a face ``tiles / TILE_SPAN`` times smaller is found."""
+    side = max(height, width)
+    found: list[Window] = [((width - side) // 2, (height - side) // 2, side, True)]
+    if tiles < 2:
+        return found
+    tile = math.ceil(side * TILE_SPAN / tiles)
+    for y in np.linspace(0, max(0, height - tile), tiles).round().astype(int):
+        for x in np.linspace(0, max(0, width - tile), tiles).round().astype(int):
+            found.append((int(x), int(y), tile, False))
+    return found
 
 
 def _iou(box_4: np.ndarray, boxes_n4: np.ndarray) -> np.ndarray:
