@@ -15,19 +15,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import label_map
-from face_parser.preprocess import resize_rgb, to_pixel_values
 from model_training.metrics import ConfusionMatrix
 
 
 def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size``."""
-    resized = [resize_rgb(im, parser.preprocess.size) for im in images_hwc]
-    scores = parser.scores(to_pixel_values(resized, parser.preprocess))
-    return label_map(scores, size=size).numpy()
+    return label_map(torch.stack(parser.score_images(images_hwc)), size=size).numpy()
 
 
 def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,

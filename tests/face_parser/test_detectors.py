@@ -95,3 +95,24 @@ def test_blazeface_may_run_on_several_threads_at_once(blazeface, astronaut):
 def test_overlapping_boxes_keep_the_most_confident():
     found = [as_detection(b) for b in [(0, 0, 100, 100, 5.0), (10, 10, 80, 80, 9.0), (300, 0, 50, 50, 1.0)]]
     assert suppress_overlaps(found) == [Detection((10, 10, 80, 80), 9.0), Detection((300, 0, 50, 50), 1.0)]
+
+
+def test_tiles_find_a_face_a_twentieth_of_the_photo_wide(astronaut):
+    """Letterboxed whole to 192 px, a 50-px face in a 1024-px photo is 9 px: too small alone; a tile doubles it."""
+    photo = np.full((768, 1024, 3), 120, np.uint8)
+    photo[100:350, 600:850] = cv2.resize(astronaut, (250, 250), interpolation=cv2.INTER_AREA)  # her face: ~50 px
+    assert BlazeFaceDetector(tiles=0)(photo) == []
+    (face,) = BlazeFaceDetector(tiles=2)(photo)
+    x, y, w, h = face.box
+    assert 40 < w < 65 and 600 + 0.3 * 250 < x + w / 2 < 600 + 0.55 * 250 and 100 + 0.15 * 250 < y + h / 2 < 100 + 0.35 * 250
+
+
+def test_windows_cover_the_photo_with_overlapping_tiles():
+    from face_parser.detectors import windows
+
+    whole, *tiles = windows(768, 1024, 2)
+    assert whole == (0, -128, 1024, True) and len(tiles) == 4
+    side = tiles[0][2]
+    assert side == 564 and all(not w[3] and w[2] == side for w in tiles)
+    assert {(x, y) for x, y, _, _ in tiles} == {(0, 0), (460, 0), (0, 204), (460, 204)}  # edges meet the photo's
+    assert windows(768, 1024, 0) == [whole]
