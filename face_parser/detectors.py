@@ -166,6 +166,7 @@ Window = tuple[int, int, int, bool]  # x0, y0, side (a square of the photo, may 
 POINT_ROWS = [0, 2, 3, 4, 5, 6, 7]  # rows of a candidate's (8, 2) points that are positions (row 1: box size)
 TILE_MAX_FACE = 0.5  # of a tile's side: larger faces are the whole photo's to find
 TILE_EDGE = -0.02  # of a tile's side: how far inside (negative) or past its edges a tile's face may reach
+WHOLE_SPAN = 1.5  # the whole photo's window / its longer side: a face filling the photo is found too
 TILE_SPAN = 1.1  # tiles x tile side / the photo's longer side: neighbours overlap by 0.1 x the longer side
 
 
@@ -173,7 +174,8 @@ def windows(height: int, width: int, tiles: int) -> list[Window]:
     """The whole photo letterboxed to a square, then (``tiles`` > 1) ``tiles`` x ``tiles`` overlapping squares
     each ``TILE_SPAN / tiles`` of the longer side, so that a face ``tiles / TILE_SPAN`` times smaller is found."""
     side = max(height, width)
-    found: list[Window] = [((width - side) // 2, (height - side) // 2, side, True)]
+    whole = round(side * WHOLE_SPAN)
+    found: list[Window] = [((width - whole) // 2, (height - whole) // 2, whole, True)]
     if tiles < 2:
         return found
     tile = math.ceil(side * TILE_SPAN / tiles)

@@ -111,7 +111,7 @@ def test_windows_cover_the_photo_with_overlapping_tiles():
     from face_parser.detectors import windows
 
     whole, *tiles = windows(768, 1024, 2)
-    assert whole == (0, -128, 1024, True) and len(tiles) == 4
+    assert whole == (-256, -384, 1536, True) and len(tiles) == 4  # the photo in the middle of a larger square
     side = tiles[0][2]
     assert side == 564 and all(not w[3] and w[2] == side for w in tiles)
     assert {(x, y) for x, y, _, _ in tiles} == {(0, 0), (460, 0), (0, 204), (460, 204)}  # edges meet the photo's
