@@ -124,12 +124,18 @@ class BlazeFaceDetector:
         in photo pixels (box centre, box size, 6 landmarks) and scores ``(N,)``."""
         x0, y0, side, whole = window
         height, width = image_hwc.shape[:2]
-        inner = image_hwc[max(y0, 0):min(y0 + side, height), max(x0, 0):min(x0 + side, width)]
-        top, left = max(0, -y0), max(0, -x0)
-        square = cv2.copyMakeBorder(inner, top, side - inner.shape[0] - top, left, side - inner.shape[1] - left,
-                                    cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        interpolation = cv2.INTER_AREA if side > self.SIZE else cv2.INTER_LINEAR
-        small = cv2.resize(square, (self.SIZE, self.SIZE), interpolation=interpolation)
+        ix0, iy0 = max(x0, 0), max(y0, 0)
+        inner = image_hwc[iy0:min(y0 + side, height), ix0:min(x0 + side, width)]
+        # the part of the window inside the photo, shrunk straight into its place in a black model input
+        # (not padded first: the whole photo's window is 2.25x its area)
+        zoom = self.SIZE / side
+        ox, oy = round((ix0 - x0) * zoom), round((iy0 - y0) * zoom)
+        rw = max(1, min(self.SIZE - ox, round(inner.shape[1] * zoom)))
+        rh = max(1, min(self.SIZE - oy, round(inner.shape[0] * zoom)))
+        small = np.zeros((self.SIZE, self.SIZE, 3), np.uint8)
+        interpolation = cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR
+        small[oy:oy + rh, ox:ox + rw] = cv2.resize(inner, (rw, rh), interpolation=interpolation)
+        scale = np.array([rw / inner.shape[1], rh / inner.shape[0]], np.float32)  # model pixels per photo pixel
         interpreter, (input_index, boxes_index, scores_index) = self._interpreter()
         interpreter.set_tensor(input_index, (small.astype(np.float32) / 127.5 - 1.0)[None])
         interpreter.invoke()
@@ -142,8 +148,10 @@ class BlazeFaceDetector:
             centre, size = points_n82[:, 0], points_n82[:, 1].max(axis=1)
             inside = (size < TILE_MAX_FACE) & (np.abs(centre - 0.5).max(axis=1) + size / 2 < 0.5 + TILE_EDGE)
             points_n82, scores_n = points_n82[inside], scores_n[inside]
-        points_n82 *= side
-        points_n82[:, POINT_ROWS] += np.array([x0, y0], np.float32)
+        points_n82 *= self.SIZE
+        points_n82[:, POINT_ROWS] -= np.array([ox, oy], np.float32)
+        points_n82 /= scale
+        points_n82[:, POINT_ROWS] += np.array([ix0, iy0], np.float32)
         return points_n82, scores_n
 
     def _merge(self, points_a82: np.ndarray, scores_a: np.ndarray) -> list[tuple[np.ndarray, float]]:
