@@ -271,11 +271,13 @@ def calibrate(dataset, indices, haar: HaarFaceDetector, blazeface: BlazeFaceDete
 
 
 def evaluate_cases(parser: FaceParser, pipelines: dict[str, FacePipeline], dataset, pool, donors,
-                   count: int, seed: int) -> dict:
+                   count: int, seed: int, names: list[str] | None = None) -> dict:
     """Each of :data:`CASES`: ``count`` canvases of 1-3 faces drawn from the pairs ``pool``, scored with each
     pipeline (the same canvases for each)."""
     out = {}
     for case in CASES:
+        if names and case.name not in names:
+            continue
         rng = np.random.default_rng(seed)
         chosen = [rng.choice(pool, size=int(rng.integers(1, 4)), replace=False) for _ in range(count)]
         canvases = [make_canvas(rng, [dataset[int(i)] for i in pairs], donors, case) for pairs in chosen]
@@ -321,6 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cases", action="store_true", help="also the harder canvases, new (BlazeFace, one pass) "
                     "against old (Haar with profile, two passes)")
     ap.add_argument("--case_count", type=int, default=40, help="canvases per case")
+    ap.add_argument("--case_pipelines", nargs="+", default=["new", "old"], choices=("new", "old", "new_two_pass"),
+                    help="new: BlazeFace, one pass; old: Haar, two passes; new_two_pass: BlazeFace, two passes")
+    ap.add_argument("--case_names", nargs="*", default=None, help="only these cases (default: all)")
     ap.add_argument("--skip_basic", action="store_true", help="only --calibrate and --cases")
     ap.add_argument("--out", default=None, help="folder for report.json")
     ap.add_argument("--device", default="auto")
@@ -345,9 +350,10 @@ def main(argv: list[str] | None = None) -> dict:
         report["single_face"] = evaluate_canvases(parser, pipeline, single)
         report["multi_face"] = evaluate_canvases(parser, pipeline, multi)
     if args.cases:
-        pipelines = {"new": pipeline_for(parser, blazeface, False), "old": pipeline_for(parser, haar, True)}
+        choices = {"new": (blazeface, False), "old": (haar, True), "new_two_pass": (blazeface, True)}
+        pipelines = {name: pipeline_for(parser, *choices[name]) for name in args.case_pipelines}
         report["cases"] = evaluate_cases(parser, pipelines, val_base, val_idx[:args.count], donors,
-                                         args.case_count, args.seed)
+                                         args.case_count, args.seed, args.case_names)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2))
