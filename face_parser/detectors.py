@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import queue
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -79,10 +81,11 @@ def blazeface_model_path() -> Path:
 class BlazeFaceDetector:
     """MediaPipe BlazeFace (full range) with MediaPipe's own decoding: anchors, sigmoid scores, weighted NMS.
 
-    The photo is letterboxed to a square (black borders) and shrunk to 192 px,
-    so a face narrower than ~4% of the photo's longer side (8 px at the model's
-    scale) is seldom found. Each thread gets its own single-threaded interpreter
-    (a TFLite interpreter is not thread-safe, and one core is all it needs).
+    The model sees 192 x 192 pixels: the whole photo in a black square 1.5x its
+    longer side, then (photos larger than ~350 px) 2 x 2 overlapping tiles, so a
+    face down to ~4% of the longer side is found (:func:`windows`). A search
+    borrows a single-threaded interpreter (one is not thread-safe, and one core
+    is all it needs); there are as many as searches ever ran at once.
     """
 
     SIZE = 192
@@ -94,19 +97,28 @@ class BlazeFaceDetector:
         grid = (np.arange(self.SIZE // 4, dtype=np.float32) + 0.5) / (self.SIZE // 4)
         xs, ys = np.meshgrid(grid, grid)
         self.anchors_a2 = np.stack([xs.ravel(), ys.ravel()], axis=1)  # one anchor per cell of the stride-4 grid
-        self._local = threading.local()
-        self._interpreter()  # fail at start-up, not at the first photo
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()  # interpreters not in use (one is not thread-safe)
+        self._idle.put(self._new_interpreter())  # fail at start-up, not at the first photo
 
+    def _new_interpreter(self):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=self.model_path, num_threads=1)
+        interpreter.allocate_tensors()
+        outputs = sorted(interpreter.get_output_details(), key=lambda o: -o["shape"][-1])  # boxes (16), scores (1)
+        return interpreter, (interpreter.get_input_details()[0]["index"], outputs[0]["index"], outputs[1]["index"])
+
+    @contextmanager
     def _interpreter(self):
-        if not hasattr(self._local, "interpreter"):
-            from ai_edge_litert.interpreter import Interpreter
-
-            interpreter = Interpreter(model_path=self.model_path, num_threads=1)
-            interpreter.allocate_tensors()
-            outputs = sorted(interpreter.get_output_details(), key=lambda o: -o["shape"][-1])  # boxes (16), scores (1)
-            self._local.interpreter = interpreter
-            self._local.io = (interpreter.get_input_details()[0]["index"], outputs[0]["index"], outputs[1]["index"])
-        return self._local.interpreter, self._local.io
+        """An idle interpreter, or a new one when every one is busy: as many as photos searched at once."""
+        try:
+            held = self._idle.get_nowait()
+        except queue.Empty:
+            held = self._new_interpreter()
+        try:
+            yield held
+        finally:
+            self._idle.put(held)
 
     def __call__(self, image_hwc: np.ndarray) -> list[Detection]:
         height, width = image_hwc.shape[:2]
@@ -136,12 +148,13 @@ class BlazeFaceDetector:
         interpolation = cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR
         small[oy:oy + rh, ox:ox + rw] = cv2.resize(inner, (rw, rh), interpolation=interpolation)
         scale = np.array([rw / inner.shape[1], rh / inner.shape[0]], np.float32)  # model pixels per photo pixel
-        interpreter, (input_index, boxes_index, scores_index) = self._interpreter()
-        interpreter.set_tensor(input_index, (small.astype(np.float32) / 127.5 - 1.0)[None])
-        interpreter.invoke()
-        logits_a = interpreter.get_tensor(scores_index)[0, :, 0]
+        with self._interpreter() as (interpreter, (input_index, boxes_index, scores_index)):
+            interpreter.set_tensor(input_index, (small.astype(np.float32) / 127.5 - 1.0)[None])
+            interpreter.invoke()
+            logits_a = interpreter.get_tensor(scores_index)[0, :, 0].copy()
+            raw_a16 = interpreter.get_tensor(boxes_index)[0].copy()
         keep = logits_a > np.log(self.min_score / (1 - self.min_score))
-        points_n82 = interpreter.get_tensor(boxes_index)[0][keep].reshape(-1, 8, 2) / self.SIZE
+        points_n82 = raw_a16[keep].reshape(-1, 8, 2) / self.SIZE
         points_n82[:, POINT_ROWS] += self.anchors_a2[keep][:, None]  # all but the box size are anchor offsets
         scores_n = 1 / (1 + np.exp(-np.clip(logits_a[keep], -80, 80)))
         if not whole:  # a tile keeps the faces well inside it and small for it: the others are the whole photo's
@@ -180,13 +193,14 @@ TILE_SPAN = 1.1  # tiles x tile side / the photo's longer side: neighbours overl
 
 def windows(height: int, width: int, tiles: int) -> list[Window]:
     """The whole photo letterboxed to a square, then (``tiles`` > 1) ``tiles`` x ``tiles`` overlapping squares
-    each ``TILE_SPAN / tiles`` of the longer side, so that a face ``tiles / TILE_SPAN`` times smaller is found."""
+    each ``TILE_SPAN / tiles`` of the longer side, so that a face ``tiles / TILE_SPAN`` times smaller is found;
+    no tiles for a photo so small that they would be smaller than the model's input (one pass, not five)."""
     side = max(height, width)
     whole = round(side * WHOLE_SPAN)
     found: list[Window] = [((width - whole) // 2, (height - whole) // 2, whole, True)]
-    if tiles < 2:
+    tile = math.ceil(side * TILE_SPAN / tiles) if tiles > 1 else 0
+    if tile < BlazeFaceDetector.SIZE:  # a tile the model would enlarge shows no face it could parse
         return found
-    tile = math.ceil(side * TILE_SPAN / tiles)
     for y in np.linspace(0, max(0, height - tile), tiles).round().astype(int):
         for x in np.linspace(0, max(0, width - tile), tiles).round().astype(int):
             found.append((int(x), int(y), tile, False))

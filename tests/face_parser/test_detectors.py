@@ -116,3 +116,4 @@ def test_windows_cover_the_photo_with_overlapping_tiles():
     assert side == 564 and all(not w[3] and w[2] == side for w in tiles)
     assert {(x, y) for x, y, _, _ in tiles} == {(0, 0), (460, 0), (0, 204), (460, 204)}  # edges meet the photo's
     assert windows(768, 1024, 0) == [whole]
+    assert len(windows(300, 340, 2)) == 1  # tiles of 187 px: smaller than the model's input
