@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     max_output_side: int = Field(2048, ge=64, description="label maps of larger photos are computed at this side, then enlarged")
 
     face_detector: Literal["blazeface", "haar"] = Field("blazeface", description="blazeface: MediaPipe's landmark "
-                                                        "detector (~4 ms a photo); haar: OpenCV's cascades (~250 ms)")
+                                                        "detector (~11-13 ms a photo); haar: OpenCV's cascades (200-400 ms)")
     face_min_score: float = Field(0.5, gt=0, lt=1, description="blazeface: lowest face probability kept")
     face_min_size: float = Field(0.05, gt=0, le=1, description="haar: smallest face found / the photo's shorter side")
     face_detect_max_side: int = Field(800, ge=64, description="haar: faces are searched on the photo shrunk to this side")
