@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     large = np.full((768, 1024, 3), 120, np.uint8)
     large[128:640, 256:768] = small
     detectors = {"blazeface": BlazeFaceDetector(), "haar": HaarFaceDetector(profile=True)}
-    results: dict = {"detect_ms": {name: {f"{p.shape[1]}x{p.shape[0]}": median_ms(lambda: det(p), args.repeats)
+    results: dict = {"detect_ms": {name: {f"{p.shape[1]}x{p.shape[0]}": median_ms(lambda d=det, p=p: d(p), args.repeats)
                                           for p in (small, large)} for name, det in detectors.items()}}
     parser = FaceParser.load(args.model, device="cpu")
     pipeline = FacePipeline(detectors["blazeface"], parser.preprocess.size, parser.labels)

@@ -19,10 +19,10 @@ import importlib.util
 import math
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -101,7 +101,7 @@ class BlazeFaceDetector:
         self._idle.put(self._new_interpreter())  # fail at start-up, not at the first photo
 
     def _new_interpreter(self):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
 
         interpreter = Interpreter(model_path=self.model_path, num_threads=1)
         interpreter.allocate_tensors()

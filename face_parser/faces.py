@@ -24,8 +24,8 @@ Coordinates are continuous photo pixels (pixel ``i`` spans ``[i, i + 1)``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -129,7 +129,7 @@ def landmark_crop(landmarks: np.ndarray, scale: float = LANDMARK_SCALE, shift: f
 
 def face_of(found: Detection) -> Face:
     """A detection as a :class:`Face`: framed by its landmarks when it has them, else by its box."""
-    box = tuple(int(round(v)) for v in found.box)
+    box = tuple(round(v) for v in found.box)
     if found.landmarks is None:
         return Face(box, found.score, box_crop(found.box))  # type: ignore[arg-type]
     points = tuple((float(x), float(y)) for x, y in found.landmarks)

@@ -18,7 +18,7 @@ owns it. Both answers warp with OpenCV (one affine map per face, photo pixel
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -90,7 +90,7 @@ def _owners(scores: Sequence[torch.Tensor], crops: Sequence[Crop], photo_size: t
         region = _region(crop, zoom, out_size)
         if region is None:
             continue
-        grid = tuple(scores_khw.shape[-2:])
+        grid = (int(scores_khw.shape[-2]), int(scores_khw.shape[-1]))
         matrix = _to_crop(crop, region, zoom, grid)
         person_hw = np.where(_inside(matrix, region, grid), _person(scores_khw, matrix, region), 0.0)
         window = np.s_[region[1]:region[3], region[0]:region[2]]

@@ -12,8 +12,8 @@ CPU work between two scorings runs wherever the driver puts it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generator, Sequence
 
 import numpy as np
 import torch

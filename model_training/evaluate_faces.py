@@ -139,7 +139,7 @@ def degrade(image_hwc: np.ndarray, case: Case) -> np.ndarray:
     if case.blur_sigma:
         image_hwc = cv2.GaussianBlur(image_hwc, (0, 0), case.blur_sigma)
     if case.jpeg_quality:
-        ok, data = cv2.imencode(".jpg", image_hwc[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, case.jpeg_quality])
+        _, data = cv2.imencode(".jpg", image_hwc[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, case.jpeg_quality])
         image_hwc = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
     return np.ascontiguousarray(image_hwc)
 
@@ -254,7 +254,7 @@ def calibrate(dataset, indices, haar: HaarFaceDetector, blazeface: BlazeFaceDete
         side = image.shape[1]
         boxes = haar(image)
         if boxes:
-            x, y, w, h = max(boxes, key=lambda d: d.box[2] * d.box[3]).box
+            _, y, w, h = max(boxes, key=lambda d: d.box[2] * d.box[3]).box
             widths.append(w / side)
             shifts.append((y + h / 2 - side / 2) / w)  # how far the box centre sits below the frame centre
         found = blazeface(image)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from face_parser.detectors import (
-    EYE_LEFT, EYE_RIGHT, MOUTH, NOSE, BlazeFaceDetector, Detection, HaarFaceDetector, as_detection, suppress_overlaps,
+    EYE_LEFT,
+    EYE_RIGHT,
+    MOUTH,
+    NOSE,
+    BlazeFaceDetector,
+    Detection,
+    HaarFaceDetector,
+    as_detection,
+    suppress_overlaps,
 )
 from face_parser.faces import find_faces, landmark_crop
 from tests.face_parser.test_faces import FACE_X, face_canvas

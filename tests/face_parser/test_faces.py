@@ -11,7 +11,16 @@ import torch
 
 from face_parser.detectors import Detection
 from face_parser.faces import (
-    LANDMARK_SCALE, Crop, Face, align_faces, aligned_crop, box_crop, celeba_crop, crop_face, find_faces, landmark_crop,
+    LANDMARK_SCALE,
+    Crop,
+    Face,
+    align_faces,
+    aligned_crop,
+    box_crop,
+    celeba_crop,
+    crop_face,
+    find_faces,
+    landmark_crop,
 )
 from face_parser.labels import CELEBAMASK_HQ_SCHEME as LABELS
 from face_parser.preprocess import resize_rgb
