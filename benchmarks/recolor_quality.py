@@ -38,8 +38,8 @@ import torch
 from PIL import Image
 
 from face_parser.modeling import FaceParser
-from face_parser.preprocess import resize_rgb, to_pixel_values
-from service.faces import Parsing, part_probabilities
+from face_parser.pipeline import FaceParsing
+from service.faces import part_probabilities
 from service.recolor import (
     HAIR_PARTS,
     LIP_PARTS,
@@ -74,13 +74,12 @@ class Row:
 
 def model_scores(parser: FaceParser, photo_hwc: np.ndarray) -> torch.Tensor:
     """``(K, h, w)`` class scores of one photo, preprocessed as the service's engine does it."""
-    pixel_values = to_pixel_values([resize_rgb(photo_hwc, parser.preprocess.size)], parser.preprocess)
-    return parser.scores(pixel_values)[0]
+    return parser.score_images([photo_hwc])[0]
 
 
 def parse_photo(parser: FaceParser, photo_hwc: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(part probabilities, refined lip and hair mattes)`` as the service computes them for ``photo_hwc``."""
-    parsing = Parsing([model_scores(parser, photo_hwc)], faces=None)  # faces=whole: the photos are aligned faces
+    parsing = FaceParsing([model_scores(parser, photo_hwc)], faces=None)  # faces=whole: the photos are aligned faces
     parts = LIP_PARTS + TEETH_PARTS + HAIR_PARTS
     probs = part_probabilities(parsing, parser.labels, photo_hwc.shape[:2], parts, face_indices=None)
     return probs, part_mattes(photo_hwc, probs)

@@ -1,7 +1,7 @@
 """Load benchmark: the service against a plain FastAPI handler and LitServe, on loopback.
 
     python -m benchmarks.service_load [--images DIR] [--concurrency 1 4 16] [--requests 96] [--rounds 3]
-                                      [--servers ours plain litserve] [--json out.json]
+                                      [--servers ours plain litserve] [--faces whole auto] [--json out.json]
 
 Each server runs as a real process (uvicorn) on a loopback port with the same model; an async
 client sends ``POST /parse?format=png`` with face photos at each concurrency. Every round measures
@@ -10,7 +10,8 @@ each server in turn, loads it and stops it: a machine whose speed drifts during 
 cores) shifts every figure alike. Throughput and the forward pass are medians over
 rounds; latency percentiles are over all rounds' requests. Without ``--images`` the photos are
 drawn by ``tests/conftest.py::draw_face`` (512 x 512 JPEG). The LitServe baseline needs the
-``bench`` extra.
+``bench`` extra. ``--faces whole auto`` measures the service (``ours``) with each ``faces`` mode in
+the same server run (rows ``ours`` and ``ours:auto``); the baselines always parse the photo whole.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from service.imaging import decode_image
 from service.settings import Settings
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-# One forward pass per photo, as the baselines do: faces=whole skips the service's face finding
-# (which parses each face twice); a server without that parameter ignores it.
+# One forward pass per photo, as the baselines do: faces=whole skips the service's face finding;
+# a server without that parameter ignores it.
 PARSE_PARAMS = {"format": "png", "faces": "whole"}
 NO_PIXEL_LIMIT = 10**9
 
@@ -134,7 +135,7 @@ def median_forward(measurements: list[dict]) -> dict:
 
 
 async def run_round(client: httpx.AsyncClient, url: str, photos: list[Photo], concurrency: int,
-                    n_requests: int) -> RoundResult:
+                    n_requests: int, params: dict[str, str] = PARSE_PARAMS) -> RoundResult:
     """``n_requests`` requests from ``concurrency`` workers, each sending its next photo when answered."""
     latencies: list[float] = []
     errors = 0
@@ -147,7 +148,7 @@ async def run_round(client: httpx.AsyncClient, url: str, photos: list[Photo], co
             sent += 1
             start = time.perf_counter()
             try:
-                r = await client.post(url, params=PARSE_PARAMS,
+                r = await client.post(url, params=params,
                                       files={"image": (photo.name, photo.data, photo.content_type)})
                 ok = r.status_code == 200
             except httpx.HTTPError:
@@ -176,8 +177,7 @@ def forward_reference(parser: FaceParser, photos: list[Photo], batches: list[int
 def expected_labels(parser: FaceParser, photo: Photo) -> np.ndarray:
     """The in-process ``format=png`` answer for ``photo``: ``(H, W)`` uint8 class ids."""
     image = decode_image(photo.data, NO_PIXEL_LIMIT)
-    scores = parser.scores(to_pixel_values([resize_rgb(image, parser.preprocess.size)], parser.preprocess))[0]
-    return label_map_bounded(scores, image.shape[:2]).numpy()
+    return label_map_bounded(parser.score_images([image])[0], image.shape[:2]).numpy()
 
 
 async def answer_agreement(client: httpx.AsyncClient, spec: ServerSpec, base: str, photo: Photo,
@@ -224,16 +224,21 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
                     share = await answer_agreement(client, spec, base, photos[0], expected)
                     agreement[spec.name] = min(share, agreement.get(spec.name, 1.0))
                     await run_round(client, base + "/parse", photos, 4, 16)  # warm-up
-                    for concurrency in args.concurrency:
-                        before = await batch_reading(spec, client, base)
-                        result = await run_round(client, base + "/parse", photos, concurrency, args.requests)
-                        after = await batch_reading(spec, client, base)
-                        key = (spec.name, concurrency)
-                        rounds[key].append(result)
-                        batched[key] = [total + a - b for total, a, b in zip(batched[key], after, before, strict=True)]
-                        print(f"round {index + 1}: {spec.name} c={concurrency} "
-                              f"{len(result.latencies_s) / result.wall_s:.1f} img/s, {result.errors} errors",
-                              flush=True)
+                    for mode in args.faces if spec.name == "ours" else ["whole"]:
+                        params = {**PARSE_PARAMS, "faces": mode}
+                        name = spec.name if mode == "whole" else f"{spec.name}:{mode}"
+                        for concurrency in args.concurrency:
+                            before = await batch_reading(spec, client, base)
+                            result = await run_round(client, base + "/parse", photos, concurrency, args.requests,
+                                                     params)
+                            after = await batch_reading(spec, client, base)
+                            key = (name, concurrency)
+                            rounds[key].append(result)
+                            batched[key] = [total + a - b
+                                            for total, a, b in zip(batched[key], after, before, strict=True)]
+                            rate = len(result.latencies_s) / result.wall_s
+                            print(f"round {index + 1}: {name} c={concurrency} {rate:.1f}"
+                                  f" img/s, {result.errors} errors", flush=True)
     stats = []
     for (name, concurrency), results in rounds.items():
         requests, passes = batched[(name, concurrency)]
@@ -242,13 +247,13 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
     return stats, forwards, agreement
 
 
-HEADER = (f"{'server':<9} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} "
+HEADER = (f"{'server':<10} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} "
           f"{'batch':>6} {'client cpu ms/req':>17}")
 
 
 def format_row(s: LevelStats) -> str:
     batch = f"{s.mean_batch:6.2f}" if s.mean_batch is not None else f"{'-':>6}"
-    return (f"{s.server:<9} {s.concurrency:>4} {s.img_per_s:7.1f} {s.p50_ms:8.1f} {s.p95_ms:8.1f} {s.p99_ms:8.1f} "
+    return (f"{s.server:<10} {s.concurrency:>4} {s.img_per_s:7.1f} {s.p50_ms:8.1f} {s.p95_ms:8.1f} {s.p99_ms:8.1f} "
             f"{s.errors:>6} {batch} {s.client_cpu_ms:17.1f}")
 
 
@@ -269,6 +274,13 @@ def verdict(forward: dict, stats: list[LevelStats], low: int, high: int) -> dict
     if ours_low and 1 in forward:
         extra = ours_low.p50_ms - forward[1]["ms_per_image"]
         out["latency_overhead_ms"] = {"value": extra, "target": "<= 30", "met": extra <= 30}
+    auto_high, auto_low = by_key.get(("ours:auto", high)), by_key.get(("ours:auto", low))
+    if auto_high and ours_high:
+        ratio = auto_high.img_per_s / ours_high.img_per_s
+        out["auto_throughput_ratio"] = {"value": ratio, "target": ">= 0.6", "met": ratio >= 0.6}
+    if auto_low and ours_low:
+        extra = auto_low.p50_ms - ours_low.p50_ms
+        out["auto_latency_extra_ms"] = {"value": extra, "target": "<= 40", "met": extra <= 40}
     return out
 
 
@@ -281,6 +293,14 @@ def format_verdict(v: dict, low: int, high: int) -> str:
     if "latency_overhead_ms" in v:
         t = v["latency_overhead_ms"]
         lines.append(f"ours c={low} p50 - batch-1 forward: {t['value']:+.1f} ms (target <= 30 ms: "
+                     f"{'met' if t['met'] else 'NOT met'})")
+    if "auto_throughput_ratio" in v:
+        t = v["auto_throughput_ratio"]
+        lines.append(f"faces=auto / faces=whole at c={high}: {t['value']:.2f} (target >= 0.6: "
+                     f"{'met' if t['met'] else 'NOT met'})")
+    if "auto_latency_extra_ms" in v:
+        t = v["auto_latency_extra_ms"]
+        lines.append(f"faces=auto p50 - faces=whole p50 at c={low}: {t['value']:+.1f} ms (target <= 40 ms: "
                      f"{'met' if t['met'] else 'NOT met'})")
     for name in ("plain", "litserve"):
         if f"vs_{name}" in v:
@@ -298,6 +318,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--num-images", type=int, default=16)
     ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--faces", nargs="+", default=["whole"], choices=("whole", "auto"),
+                    help="the service's faces modes to measure (the baselines always parse whole)")
     ap.add_argument("--requests", type=int, default=96, help="requests per round at each concurrency")
     ap.add_argument("--rounds", type=int, default=3, help="rounds (each visits every server at every concurrency)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="in-process forward batch sizes")

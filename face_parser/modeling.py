@@ -8,9 +8,11 @@ project code. Only safetensors weights are ever read (no pickle).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import (
     AutoModelForUniversalSegmentation,
@@ -26,7 +28,7 @@ from transformers.utils import cached_file
 
 from face_parser.labels import LabelScheme
 from face_parser.postprocess import semantic_scores
-from face_parser.preprocess import PreprocessConfig
+from face_parser.preprocess import PreprocessConfig, to_pixel_values
 
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
 # transformers' @strict config dataclasses pass extra keywords (out_features, num_queries) on to
@@ -146,6 +148,11 @@ class FaceParser:
         """One forward pass: ``(B, 3, S, S)`` float32 -> ``(B, K, S/4, S/4)`` float32 class scores on CPU."""
         out = self.model(pixel_values=pixel_values_bchw.to(self.device, self.dtype))
         return semantic_scores(out.class_queries_logits, out.masks_queries_logits).cpu()
+
+    def score_images(self, images_hwc: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """RGB photos ``(H, W, 3)`` uint8 (any size: resized here, the shared preprocessing) -> one
+        ``(K, S/4, S/4)`` float32 score map each, in one forward pass."""
+        return list(self.scores(to_pixel_values(images_hwc, self.preprocess)))
 
 
 def save_model_folder(

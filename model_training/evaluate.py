@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import label_map
-from face_parser.preprocess import resize_rgb, to_pixel_values
 from model_training.metrics import ConfusionMatrix, PerImageF
 
 # the figures printed after an evaluation and an export
@@ -31,9 +31,7 @@ HEADLINE = ("per_image_f", "mean_f1_foreground", "mean_f1_all", "mean_iou", "cla
 
 def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size``."""
-    resized = [resize_rgb(im, parser.preprocess.size) for im in images_hwc]
-    scores = parser.scores(to_pixel_values(resized, parser.preprocess))
-    return label_map(scores, size=size).numpy()
+    return label_map(torch.stack(parser.score_images(images_hwc)), size=size).numpy()
 
 
 def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,

@@ -1,7 +1,7 @@
-"""Face finding on photos as people take them: held-out faces pasted small into larger canvases.
+"""Face finding on photos as people take them: held-out faces pasted into larger canvases.
 
     python -m model_training.evaluate_faces --model models/face-parser \
-        --data_dir ../shared/data/celebamask-mini --count 100 [--out reports/faces]
+        --data_dir ../shared/data/celebamask-mini --count 100 [--cases] [--out reports/faces]
 
 Each held-out pair (the same 100 as ``evaluate.py``: ``--val_count 100 --split_seed 0``)
 is cut out along its mask and pasted, scaled to 15-40% of the canvas width, at a
@@ -12,10 +12,15 @@ in memory from ``--seed`` and never written (CelebAMask-HQ licence).
 
 Mean foreground F1 (the ``evaluate.py`` protocol) is reported for
 (a) the aligned pairs parsed whole (and with face finding), (b) the canvases
-with face finding (the service's ``faces=auto``), (c) the canvases parsed whole
-(``faces=whole``), with face-finding and forward times. ``--calibrate N``
-measures, on N training pairs, where the detector's box sits in an aligned
-image: the crop geometry (``face_parser.faces.CROP_SCALE`` / ``CROP_SHIFT``).
+with face finding (the service's ``faces=auto``, through the same
+:class:`~face_parser.pipeline.FacePipeline`), (c) the canvases parsed whole
+(``faces=whole``), with face-finding and forward times. ``--cases`` adds harder
+canvases (:data:`CASES`: small faces, in-plane rotation, whole square photos
+pasted, JPEG quality 70, blur), each scored with the new path (BlazeFace, one
+pass) and the old one (Haar, two passes). ``--calibrate N`` measures, on N
+training pairs, where the detector's box and landmark crop sit in an aligned
+image: the crop geometry (``face_parser.faces.CROP_SCALE`` / ``CROP_SHIFT`` and
+``LANDMARK_SCALE`` / ``LANDMARK_SHIFT``).
 """
 
 from __future__ import annotations
@@ -30,17 +35,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from face_parser.faces import (
-    CROP_SCALE,
-    CROP_SHIFT,
-    HaarFaceDetector,
-    align_faces,
-    crop_face,
-    face_label_map,
-    find_faces,
-)
+from face_parser.detectors import BlazeFaceDetector, FaceDetector, HaarFaceDetector
+from face_parser.faces import CROP_SCALE, CROP_SHIFT, LANDMARK_SCALE, LANDMARK_SHIFT, landmark_crop
 from face_parser.modeling import FaceParser
-from face_parser.preprocess import to_pixel_values
+from face_parser.pipeline import FacePipeline
 from model_training.evaluate import evaluate_parser, predict_label_maps
 from model_training.metrics import ConfusionMatrix
 
@@ -89,28 +87,71 @@ def make_background(rng: np.random.Generator, height: int, width: int, kind: str
     return np.broadcast_to(rng.integers(0, 256, 3).astype(np.uint8), (height, width, 3)).copy()
 
 
-def paste_cutout(canvas: Canvas, image_hwc: np.ndarray, mask_hw: np.ndarray, square) -> None:
-    """Paste the person (mask != background) of an aligned pair into ``square``, feathered by 1 px."""
+@dataclass(frozen=True)
+class Case:
+    """A kind of canvas: face width as a share of the canvas width, in-plane turn, the whole square photo pasted
+    (not a cut-out), JPEG quality and Gaussian blur applied to the finished canvas."""
+
+    name: str
+    widths: tuple[float, float] = (0.15, 0.40)
+    max_turn_deg: float = 0.0
+    whole_square: bool = False
+    jpeg_quality: int | None = None
+    blur_sigma: float = 0.0
+
+
+PLAIN = Case("cut-outs, 15-40% wide")
+CASES = (
+    PLAIN,
+    Case("small, 5-15% wide", widths=(0.05, 0.15)),
+    Case("turned up to 45 deg", max_turn_deg=45),
+    Case("whole squares pasted", whole_square=True),
+    Case("JPEG quality 70", jpeg_quality=70),
+    Case("blur sigma 1.5", blur_sigma=1.5),
+    Case("all of the above", widths=(0.05, 0.40), max_turn_deg=45, whole_square=True, jpeg_quality=70, blur_sigma=1.0),
+)
+
+
+def paste_face(canvas: Canvas, image_hwc: np.ndarray, mask_hw: np.ndarray, square, turn_deg: float = 0.0,
+               whole: bool = False) -> None:
+    """Paste an aligned pair into ``square``, turned ``turn_deg`` (counter-clockwise) about its centre: the
+    person alone (mask != background, feathered by 1 px) or, with ``whole``, the square photo itself."""
     x0, y0, x1, y1 = square
     side = x1 - x0
-    face = cv2.resize(image_hwc, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    face = cv2.resize(image_hwc, (side, side), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(mask_hw, (side, side), interpolation=cv2.INTER_NEAREST)
-    alpha = cv2.GaussianBlur((mask != 0).astype(np.float32), (0, 0), 1.0)[..., None]
+    shown = np.ones((side, side), np.uint8)
+    if turn_deg:
+        turn = cv2.getRotationMatrix2D((side / 2 - 0.5, side / 2 - 0.5), turn_deg, 1.0)
+        face = cv2.warpAffine(face, turn, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        mask = cv2.warpAffine(mask, turn, (side, side), flags=cv2.INTER_NEAREST)
+        shown = cv2.warpAffine(shown, turn, (side, side), flags=cv2.INTER_NEAREST)
+    keep = shown.astype(bool) if whole else mask != 0
+    alpha = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), 1.0)[..., None]
     region = canvas.image_hwc[y0:y1, x0:x1].astype(np.float32)
     canvas.image_hwc[y0:y1, x0:x1] = np.clip(alpha * face + (1 - alpha) * region, 0, 255).round().astype(np.uint8)
-    truth = canvas.truth_hw[y0:y1, x0:x1]
-    truth[mask != 0] = mask[mask != 0]
+    canvas.truth_hw[y0:y1, x0:x1][keep] = mask[keep]
     canvas.squares.append(square)
 
 
-def place_squares(rng: np.random.Generator, height: int, width: int, count: int,
+def degrade(image_hwc: np.ndarray, case: Case) -> np.ndarray:
+    """The finished canvas blurred and JPEG-compressed as ``case`` says."""
+    if case.blur_sigma:
+        image_hwc = cv2.GaussianBlur(image_hwc, (0, 0), case.blur_sigma)
+    if case.jpeg_quality:
+        _, data = cv2.imencode(".jpg", image_hwc[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, case.jpeg_quality])
+        image_hwc = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(image_hwc)
+
+
+def place_squares(rng: np.random.Generator, height: int, width: int, count: int, widths=(0.15, 0.40),
                   tries: int = 200) -> list[tuple[int, int, int, int]]:
-    """``count`` non-overlapping squares, each 15-40% of the width, inside the canvas."""
+    """``count`` non-overlapping squares, each ``widths`` (a range) of the width, inside the canvas."""
     squares: list[tuple[int, int, int, int]] = []
     for _ in range(tries):
         if len(squares) == count:
             break
-        side = int(rng.uniform(0.15, 0.40) * width)
+        side = int(rng.uniform(*widths) * width)
         side = min(side, height)
         x0, y0 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
         sq = (x0, y0, x0 + side, y0 + side)
@@ -120,38 +161,32 @@ def place_squares(rng: np.random.Generator, height: int, width: int, count: int,
 
 
 def make_canvas(rng: np.random.Generator, pairs: list[tuple[np.ndarray, np.ndarray]],
-                donors: list[np.ndarray]) -> Canvas:
-    """One canvas holding the faces of ``pairs`` (fewer if they do not fit)."""
+                donors: list[np.ndarray], case: Case = PLAIN) -> Canvas:
+    """One canvas holding the faces of ``pairs`` (fewer if they do not fit), made as ``case`` says."""
     width = int(rng.choice(CANVAS_WIDTHS))
     height = round(width / float(rng.choice(CANVAS_ASPECTS)))
     kind = str(rng.choice(BACKGROUNDS))
     canvas = Canvas(make_background(rng, height, width, kind, donors), np.zeros((height, width), np.uint8), [], kind)
-    for (image, mask), square in zip(pairs, place_squares(rng, height, width, len(pairs)), strict=False):
-        paste_cutout(canvas, image, mask, square)
+    for (image, mask), square in zip(pairs, place_squares(rng, height, width, len(pairs), case.widths), strict=False):
+        turn = float(rng.uniform(-case.max_turn_deg, case.max_turn_deg)) if case.max_turn_deg else 0.0
+        paste_face(canvas, image, mask, square, turn, case.whole_square)
+    canvas.image_hwc = degrade(canvas.image_hwc, case)
     return canvas
 
 
-def parse_faces(parser: FaceParser, image_hwc: np.ndarray, faces: list) -> list:
-    """One forward pass over the crops of ``faces``: their ``(K, h, w)`` scores."""
-    if not faces:
-        return []
-    crops = [crop_face(image_hwc, f.crop, parser.preprocess.size) for f in faces]
-    return list(parser.scores(to_pixel_values(crops, parser.preprocess)))
+def pipeline_for(parser: FaceParser, detector: FaceDetector, second_pass: bool) -> FacePipeline:
+    return FacePipeline(detector, parser.preprocess.size, parser.labels, second_pass=second_pass)
 
 
-def parse_with_faces(parser: FaceParser, detector, image_hwc: np.ndarray, align: bool = True, max_side: int = 2048):
+def parse_with_faces(parser: FaceParser, pipeline: FacePipeline, image_hwc: np.ndarray, max_side: int = 2048):
     """What ``faces=auto`` answers: ``(labels_hw, faces, detect_s, forward_s)``."""
     start = time.perf_counter()
-    faces = find_faces(image_hwc, detector)
+    pipeline.detector(image_hwc)  # timed alone; the pipeline below finds the same faces again
     detect_s = time.perf_counter() - start
     start = time.perf_counter()
-    scores = parse_faces(parser, image_hwc, faces)
-    if align and faces:
-        faces = align_faces(faces, scores, parser.labels)
-        scores = parse_faces(parser, image_hwc, faces)
-    forward_s = time.perf_counter() - start
-    labels_hw = face_label_map(scores, [f.crop for f in faces], image_hwc.shape[:2], max_side).numpy()
-    return labels_hw, faces, detect_s, forward_s
+    parsing = pipeline.run(image_hwc, parser.score_images)
+    forward_s = time.perf_counter() - start - detect_s
+    return parsing.label_map(image_hwc.shape[:2], max_side), parsing.faces, detect_s, forward_s
 
 
 def matched(faces, squares, min_overlap: float = 0.5) -> tuple[int, int]:
@@ -166,18 +201,19 @@ def matched(faces, squares, min_overlap: float = 0.5) -> tuple[int, int]:
     return found, false
 
 
-def evaluate_canvases(parser: FaceParser, detector, canvases: list[Canvas], align: bool = True) -> dict:
+def evaluate_canvases(parser: FaceParser, pipeline: FacePipeline, canvases: list[Canvas], whole: bool = True) -> dict:
     """F1 with face finding and parsed whole, detection counts and times over ``canvases``."""
     names = list(parser.labels.names)
     auto_cm, whole_cm = ConfusionMatrix(len(names)), ConfusionMatrix(len(names))
     detect_ms, forward_ms, whole_ms = [], [], []
     faces_true = faces_found = false_faces = 0
     for canvas in canvases:
-        labels_hw, faces, detect_s, forward_s = parse_with_faces(parser, detector, canvas.image_hwc, align)
+        labels_hw, faces, detect_s, forward_s = parse_with_faces(parser, pipeline, canvas.image_hwc)
         auto_cm.update(canvas.truth_hw, labels_hw)
-        start = time.perf_counter()
-        whole_cm.update(canvas.truth_hw, predict_label_maps(parser, [canvas.image_hwc], canvas.truth_hw.shape)[0])
-        whole_ms.append((time.perf_counter() - start) * 1000)
+        if whole:
+            start = time.perf_counter()
+            whole_cm.update(canvas.truth_hw, predict_label_maps(parser, [canvas.image_hwc], canvas.truth_hw.shape)[0])
+            whole_ms.append((time.perf_counter() - start) * 1000)
         found, false = matched(faces, canvas.squares)
         faces_true += len(canvas.squares)
         faces_found += found
@@ -185,41 +221,71 @@ def evaluate_canvases(parser: FaceParser, detector, canvases: list[Canvas], alig
         detect_ms.append(detect_s * 1000)
         if faces:
             forward_ms.append(forward_s * 1000 / len(faces))
-    auto, whole = auto_cm.scores(names), whole_cm.scores(names)
-    return {
-        "canvases": len(canvases), "faces": faces_true, "faces_found": faces_found, "false_detections": false_faces,
-        "f1_face_finding": auto["mean_f1_foreground"], "f1_whole": whole["mean_f1_foreground"],
+    auto = auto_cm.scores(names)
+    report = {
+        "canvases": len(canvases), "faces": faces_true, "faces_found": faces_found,
+        "recall": round(faces_found / max(1, faces_true), 3), "false_detections": false_faces,
+        "f1_face_finding": auto["mean_f1_foreground"],
         "detect_ms_median": round(statistics.median(detect_ms), 1),
         "forward_ms_per_face_median": round(statistics.median(forward_ms), 1) if forward_ms else None,
-        "whole_photo_ms_median": round(statistics.median(whole_ms), 1),
         "per_class_f1_face_finding": {n: v["f1"] for n, v in auto["per_class"].items()},
     }
+    if whole:
+        report["f1_whole"] = whole_cm.scores(names)["mean_f1_foreground"]
+        report["whole_photo_ms_median"] = round(statistics.median(whole_ms), 1)
+    return report
 
 
-def aligned_with_faces(parser: FaceParser, detector, dataset, indices, align: bool = True) -> float | None:
+def aligned_with_faces(parser: FaceParser, pipeline: FacePipeline, dataset, indices) -> float | None:
     """Mean foreground F1 of ``faces=auto`` on the aligned pairs themselves (what it costs a good photo)."""
     cm = ConfusionMatrix(len(parser.labels))
     for i in indices:
         image, truth = dataset[i]
-        cm.update(truth, parse_with_faces(parser, detector, image, align)[0])
+        cm.update(truth, parse_with_faces(parser, pipeline, image)[0])
     return cm.scores(list(parser.labels.names))["mean_f1_foreground"]
 
 
-def calibrate(dataset, indices, detector) -> dict:
-    """Where the detector's box sits in aligned images: the crop that frames a face like training."""
-    widths, shifts = [], []
+def calibrate(dataset, indices, haar: HaarFaceDetector, blazeface: BlazeFaceDetector) -> dict:
+    """Where the detectors' crops sit in aligned images, whose frame is the training frame: the Haar box's
+    width and centre (``CROP_SCALE``, ``CROP_SHIFT``), the BlazeFace landmark crop's side and centre."""
+    widths, shifts, sides, downs = [], [], [], []
     for i in indices:
         image, _ = dataset[i]
-        boxes = detector(image)
-        if not boxes:
-            continue
-        x, y, w, h, _ = max(boxes, key=lambda b: b[2] * b[3])
         side = image.shape[1]
-        widths.append(w / side)
-        shifts.append((y + h / 2 - side / 2) / w)  # how far the box centre sits below the frame centre
-    return {"pairs": len(indices), "detected": len(widths), "crop_scale": round(1 / statistics.median(widths), 3),
-            "crop_shift": round(statistics.median(shifts), 3), "box_width_fraction_p5_p95":
-            [round(float(v), 3) for v in np.percentile(widths, [5, 95])]}
+        boxes = haar(image)
+        if boxes:
+            _, y, w, h = max(boxes, key=lambda d: d.box[2] * d.box[3]).box
+            widths.append(w / side)
+            shifts.append((y + h / 2 - side / 2) / w)  # how far the box centre sits below the frame centre
+        found = blazeface(image)
+        if found:
+            crop = landmark_crop(max(found, key=lambda d: d.score).landmarks, 1.0, 0.0)
+            sides.append(crop.side / side)
+            downs.append((crop.cy - side / 2) / crop.side)
+    return {"pairs": len(indices), "haar_detected": len(widths), "crop_scale": round(1 / statistics.median(widths), 3),
+            "crop_shift": round(statistics.median(shifts), 3),
+            "box_width_fraction_p5_p95": [round(float(v), 3) for v in np.percentile(widths, [5, 95])],
+            "blazeface_detected": len(sides), "landmark_scale": round(1 / statistics.median(sides), 3),
+            "landmark_shift": round(-statistics.median(downs), 3),
+            "landmark_side_fraction_p5_p95": [round(float(v), 3) for v in np.percentile(sides, [5, 95])]}
+
+
+def evaluate_cases(parser: FaceParser, pipelines: dict[str, FacePipeline], dataset, pool, donors,
+                   count: int, seed: int, names: list[str] | None = None) -> dict:
+    """Each of :data:`CASES`: ``count`` canvases of 1-3 faces drawn from the pairs ``pool``, scored with each
+    pipeline (the same canvases for each)."""
+    out = {}
+    for case in CASES:
+        if names and case.name not in names:
+            continue
+        rng = np.random.default_rng(seed)
+        chosen = [rng.choice(pool, size=int(rng.integers(1, 4)), replace=False) for _ in range(count)]
+        canvases = [make_canvas(rng, [dataset[int(i)] for i in pairs], donors, case) for pairs in chosen]
+        out[case.name] = {name: evaluate_canvases(parser, pipeline, canvases, whole=False)
+                          for name, pipeline in pipelines.items()}
+        print(case.name, json.dumps({n: {k: r[k] for k in ("recall", "false_detections", "f1_face_finding")}
+                                     for n, r in out[case.name].items()}), flush=True)
+    return out
 
 
 def build_canvases(dataset, val_idx, donors, count: int, seed: int) -> tuple[list[Canvas], list[Canvas]]:
@@ -249,35 +315,56 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="canvas generation seed")
     ap.add_argument("--donors", type=int, default=50, help="training photos whose backgrounds become canvases")
     ap.add_argument("--calibrate", type=int, default=0, help="also measure the crop geometry on N training pairs")
-    ap.add_argument("--min_face", type=float, default=0.05, help="smallest face box / shorter side")
-    ap.add_argument("--no_profile", action="store_true", help="frontal cascade only (FACEPARSE_FACE_PROFILE=false)")
-    ap.add_argument("--no_align", action="store_true", help="parse the detector's crop only (no landmark pass)")
+    ap.add_argument("--detector", default="blazeface", choices=("blazeface", "haar"), help="for (a)-(c)")
+    ap.add_argument("--min_face", type=float, default=0.05, help="haar: smallest face box / shorter side")
+    ap.add_argument("--no_profile", action="store_true", help="haar: frontal cascade only")
+    ap.add_argument("--second_pass", action="store_true", help="(a)-(c): parse each face again, framed by its "
+                    "parsed eyes and mouth (FACEPARSE_FACE_ALIGN=true)")
+    ap.add_argument("--cases", action="store_true", help="also the harder canvases, new (BlazeFace, one pass) "
+                    "against old (Haar with profile, two passes)")
+    ap.add_argument("--case_count", type=int, default=40, help="canvases per case")
+    ap.add_argument("--case_pipelines", nargs="+", default=["new", "old"], choices=("new", "old", "new_two_pass"),
+                    help="new: BlazeFace, one pass; old: Haar, two passes; new_two_pass: BlazeFace, two passes")
+    ap.add_argument("--case_names", nargs="*", default=None, help="only these cases (default: all)")
+    ap.add_argument("--skip_basic", action="store_true", help="only --calibrate and --cases")
     ap.add_argument("--out", default=None, help="folder for report.json")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
 
     parser = FaceParser.load(args.model, device=args.device, dtype="float32")
-    detector = HaarFaceDetector(min_face=args.min_face, profile=not args.no_profile)
+    haar = HaarFaceDetector(min_face=args.min_face, profile=not args.no_profile)
+    blazeface = BlazeFaceDetector()
+    pipeline = pipeline_for(parser, blazeface if args.detector == "blazeface" else haar, args.second_pass)
     train_base, val_base, train_idx, val_idx = open_dataset(args)
-    report: dict = {"model_version": parser.version, "crop_scale": CROP_SCALE, "crop_shift": CROP_SHIFT,
-                    "min_face": args.min_face, "profile": not args.no_profile, "align": not args.no_align}
+    report: dict = {"model_version": parser.version, "detector": args.detector, "second_pass": args.second_pass,
+                    "crop_scale": CROP_SCALE, "crop_shift": CROP_SHIFT, "landmark_scale": LANDMARK_SCALE,
+                    "landmark_shift": LANDMARK_SHIFT}
     if args.calibrate:
-        report["calibration"] = calibrate(train_base, train_idx[:args.calibrate], detector)
+        report["calibration"] = calibrate(train_base, train_idx[:args.calibrate], haar, blazeface)
     donors = [p for p in (background_patch(*train_base[i]) for i in train_idx[-args.donors:]) if p is not None]
-    aligned, _ = evaluate_parser(parser, val_base, val_idx[:args.count], keep=0)
-    report["f1_aligned"] = aligned["mean_f1_foreground"]
-    report["f1_aligned_face_finding"] = aligned_with_faces(parser, detector, val_base, val_idx[:args.count],
-                                                           not args.no_align)
-    single, multi = build_canvases(val_base, val_idx, donors, args.count, args.seed)
-    report["single_face"] = evaluate_canvases(parser, detector, single, not args.no_align)
-    report["multi_face"] = evaluate_canvases(parser, detector, multi, not args.no_align)
+    if not args.skip_basic:
+        aligned, _ = evaluate_parser(parser, val_base, val_idx[:args.count], keep=0)
+        report["f1_aligned"] = aligned["mean_f1_foreground"]
+        report["f1_aligned_face_finding"] = aligned_with_faces(parser, pipeline, val_base, val_idx[:args.count])
+        single, multi = build_canvases(val_base, val_idx, donors, args.count, args.seed)
+        report["single_face"] = evaluate_canvases(parser, pipeline, single)
+        report["multi_face"] = evaluate_canvases(parser, pipeline, multi)
+    if args.cases:
+        choices = {"new": (blazeface, False), "old": (haar, True), "new_two_pass": (blazeface, True)}
+        pipelines = {name: pipeline_for(parser, *choices[name]) for name in args.case_pipelines}
+        report["cases"] = evaluate_cases(parser, pipelines, val_base, val_idx[:args.count], donors,
+                                         args.case_count, args.seed, args.case_names)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2))
-    summary = {k: v for k, v in report.items() if k not in ("single_face", "multi_face")}
-    for part in ("single_face", "multi_face"):
-        summary[part] = {k: v for k, v in report[part].items() if not k.startswith("per_class")}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(strip_per_class(report), indent=2))
+    return report
+
+
+def strip_per_class(report):
+    """The report without its per-class tables (what is printed)."""
+    if isinstance(report, dict):
+        return {k: strip_per_class(v) for k, v in report.items() if not k.startswith("per_class")}
     return report
 
 

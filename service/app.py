@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from face_parser.faces import FaceDetector
+from face_parser.detectors import FaceDetector
 from face_parser.modeling import FaceParser
 from service.errors import (
     ApiError,

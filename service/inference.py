@@ -27,18 +27,21 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from face_parser.faces import FaceDetector, HaarFaceDetector
+from face_parser.detectors import BlazeFaceDetector, FaceDetector, HaarFaceDetector
 from face_parser.modeling import FaceParser
-from face_parser.preprocess import resize_rgb, to_pixel_values
+from face_parser.pipeline import FacePipeline
+from face_parser.preprocess import resize_rgb
 from service.batcher import Batcher, BatchObserver
 from service.errors import ClientClosedRequest
 from service.settings import Settings
 from service.threads import DEFAULT_THREADS, run_in_worker, with_threads
 
 
-def make_detector(settings: Settings) -> HaarFaceDetector:
-    return HaarFaceDetector(min_face=settings.face_min_size, max_side=settings.face_detect_max_side,
-                            profile=settings.face_profile)
+def make_detector(settings: Settings) -> FaceDetector:
+    if settings.face_detector == "haar":
+        return HaarFaceDetector(min_face=settings.face_min_size, max_side=settings.face_detect_max_side,
+                                profile=settings.face_profile)
+    return BlazeFaceDetector(min_score=settings.face_min_score)
 
 
 T = TypeVar("T")
@@ -93,12 +96,13 @@ class ModelWorkers:
 
 
 class InferenceEngine:
-    """Owns the parser, its batcher and the face detector; ``await engine.scores(images)`` gives ``(K, h, w)`` each."""
+    """Owns the parser, its batcher and the face pipeline; ``await engine.scores(images)`` gives ``(K, h, w)`` each."""
 
     def __init__(self, parser: FaceParser, settings: Settings, observer: BatchObserver | None = None,
                  detector: FaceDetector | None = None):
         self.parser = parser
-        self.detector = detector or make_detector(settings)
+        self.pipeline = FacePipeline(detector or make_detector(settings), parser.preprocess.size, parser.labels,
+                                     settings.max_faces, settings.face_align)
         threads = settings.torch_threads or DEFAULT_THREADS
         self.workers = ModelWorkers(worker_count(settings, parser.device, threads), threads)
         self.batcher: Batcher[np.ndarray, torch.Tensor] = Batcher(
@@ -108,15 +112,14 @@ class InferenceEngine:
         )
 
     def _predict(self, images_shw3: list[np.ndarray]) -> list[torch.Tensor]:
-        pixel_values = to_pixel_values(images_shw3, self.parser.preprocess)
-        return list(self.parser.scores(pixel_values))
+        return self.parser.score_images(images_shw3)
 
     async def warm_up(self) -> None:
         """A forward pass at the largest batch on each worker, and a face search: the first requests pay no set-up."""
         size = self.parser.preprocess.size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         await self.workers.warm_up(lambda: self._predict([blank] * self.batcher.max_batch_size))
-        await run_in_worker(self.detector, blank)
+        await run_in_worker(self.pipeline.detector, blank)
 
     async def scores(self, images_hwc: list[np.ndarray]) -> list[torch.Tensor]:
         """Scores for several images of one request, queued together (see ``Batcher.submit_many``)."""

@@ -19,8 +19,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from face_parser.faces import Face, crop_face
+from face_parser.pipeline import FaceParsing
 from face_parser.preprocess import resize_rgb
-from service.faces import FacesMode, Parsing, part_probabilities
+from service.faces import FacesMode, part_probabilities
 from service.imaging import decode_image
 from service.inference import InferenceEngine
 from service.recolor import ColorRequest, LipFinish, needed_parts, parse_hex_color, part_mattes, recolor_with_mattes
@@ -105,7 +106,7 @@ class LiveStream:
 
     def __init__(self, engine: InferenceEngine, settings: Settings, options: LiveOptions):
         self.engine, self.settings, self.options = engine, settings, options
-        self.tracker = FaceTracker(engine.detector, settings.max_faces, settings.live_detect_every)
+        self.tracker = FaceTracker(engine.pipeline.detector, settings.max_faces, settings.live_detect_every)
         self.smoother = MatteSmoother()
 
     async def process(self, frame: Frame) -> bytes:
@@ -118,7 +119,7 @@ class LiveStream:
         """
         photo_hwc, faces, inputs = await run_in_worker(self._prepare, frame.data)
         scores = await self.engine.batcher.submit_many(inputs) if inputs else []
-        return await run_in_worker(self._finish, photo_hwc, Parsing(scores, faces), frame.index)
+        return await run_in_worker(self._finish, photo_hwc, FaceParsing(scores, faces), frame.index)
 
     def _prepare(self, data: bytes) -> tuple[np.ndarray, list[Face] | None, list[np.ndarray]]:
         """Decode; the faces and their crops at the model's input size (``faces=whole``: the frame, resized)."""
@@ -130,7 +131,7 @@ class LiveStream:
         faces = self.tracker.step(photo_hwc)
         return photo_hwc, faces, [crop_face(photo_hwc, f.crop, size) for f in faces]
 
-    def _finish(self, photo_hwc: np.ndarray, parsing: Parsing, index: int) -> bytes:
+    def _finish(self, photo_hwc: np.ndarray, parsing: FaceParsing, index: int) -> bytes:
         if parsing.faces is not None:
             self.tracker.update(parsing.scores, self.engine.parser.labels)
         lips, hair = self.options.colors()

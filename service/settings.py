@@ -73,10 +73,16 @@ class Settings(BaseSettings):
     max_output_side: int = Field(
         2048, ge=64, description="label maps of larger photos are computed at this side, then enlarged")
 
-    face_min_size: float = Field(0.05, gt=0, le=1, description="smallest face found / the photo's shorter side")
-    face_detect_max_side: int = Field(800, ge=64, description="faces are searched on the photo shrunk to this side")
-    face_profile: bool = Field(True, description="also search with the profile cascade (turned faces; ~2.5x the time)")
-    face_align: bool = Field(True, description="parse each face again, framed by its parsed eyes and mouth")
+    face_detector: Literal["blazeface", "haar"] = Field(
+        "blazeface",
+        description="blazeface: MediaPipe landmark detector (~11-13 ms a photo); haar: OpenCV cascades (200-400 ms)")
+    face_min_score: float = Field(0.5, gt=0, lt=1, description="blazeface: lowest face probability kept")
+    face_min_size: float = Field(0.05, gt=0, le=1, description="haar: smallest face found / the photo's shorter side")
+    face_detect_max_side: int = Field(800, ge=64,
+                                      description="haar: faces are searched on the photo shrunk to this side")
+    face_profile: bool = Field(True, description="haar: also search with the profile cascade (~2.5x the time)")
+    face_align: bool = Field(False, description="parse each face a second time, framed by its parsed eyes and mouth "
+                             "(a second forward pass; the detector's landmarks frame the first)")
     max_faces: int = Field(16, ge=1, le=256, description="most faces parsed per photo (the most confident ones)")
 
     live_max_streams: int = Field(16, ge=0, description="WS /recolor/live streams at once; more are closed with 1013")

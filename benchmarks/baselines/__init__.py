@@ -11,7 +11,6 @@ import torch
 
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import label_map_bounded
-from face_parser.preprocess import resize_rgb, to_pixel_values
 from service.imaging import decode_image
 from service.masks import class_id_png
 from service.settings import get_settings
@@ -24,8 +23,7 @@ def decode(data: bytes) -> np.ndarray:
 
 def forward(parser: FaceParser, photos_hwc: list[np.ndarray]) -> list[torch.Tensor]:
     """Photos -> one forward pass -> each photo's ``(K, S/4, S/4)`` class scores."""
-    resized = [resize_rgb(photo, parser.preprocess.size) for photo in photos_hwc]
-    return list(parser.scores(to_pixel_values(resized, parser.preprocess)))
+    return parser.score_images(photos_hwc)
 
 
 def encode(parser: FaceParser, scores_khw: torch.Tensor, photo_hwc: np.ndarray) -> bytes:

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from face_parser.labels import LabelScheme
+from face_parser.pipeline import FaceParsing
 from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
-from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo
+from service.faces import FACES_DESCRIPTION, FacesMode, faces_headers, faces_summary, parse_photo
 from service.masks import class_id_png, color_png, rle_json
 from service.threads import run_in_worker
 
@@ -33,13 +34,13 @@ def parse_class_filter(classes: str | None, labels: LabelScheme) -> list[int] | 
     return ids
 
 
-def render(parsing: Parsing, photo_hwc: np.ndarray, fmt: str, overlay: bool, opacity: float,
+def render(parsing: FaceParsing, photo_hwc: np.ndarray, fmt: str, overlay: bool, opacity: float,
            max_side: int, labels: LabelScheme, version: str, class_ids: list[int] | None):
     """Post-process and encode (runs in a worker thread)."""
     labels_hw = parsing.label_map(photo_hwc.shape[:2], max_side)
     palette = labels.palette()
     if fmt == "rle":
-        return {**rle_json(labels_hw, labels, version, class_ids), **parsing.summary()}
+        return {**rle_json(labels_hw, labels, version, class_ids), **faces_summary(parsing)}
     if fmt == "color":
         return color_png(labels_hw, palette, photo_hwc if overlay else None, opacity)
     return class_id_png(labels_hw, palette)
@@ -58,10 +59,10 @@ async def parse(
 ) -> Response:
     parser = engine.parser
     class_ids = parse_class_filter(classes, parser.labels)
-    parsing = await parse_photo(request, engine, photo, faces, settings)
+    parsing = await parse_photo(request, engine, photo, faces)
     body = await run_in_worker(render, parsing, photo, format, overlay, opacity, settings.max_output_side,
                                    parser.labels, parser.version, class_ids)
-    headers = {"X-Model-Version": parser.version, **parsing.headers()}
+    headers = {"X-Model-Version": parser.version, **faces_headers(parsing)}
     if format == "rle":
         return JSONResponse(body, headers=headers)
     return Response(body, media_type="image/png", headers=headers)

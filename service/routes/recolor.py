@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from face_parser.labels import LabelScheme
+from face_parser.pipeline import FaceParsing
 from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
 from service.errors import InvalidParameter
-from service.faces import FACES_DESCRIPTION, FacesMode, Parsing, parse_photo, part_probabilities
+from service.faces import FACES_DESCRIPTION, FacesMode, faces_headers, parse_photo, part_probabilities
 from service.imaging import OUTPUT_FORMATS, encode_image
 from service.recolor import ColorRequest, LipFinish, needed_parts, parse_hex_color, recolor
 from service.threads import run_in_worker
@@ -45,7 +46,7 @@ def parse_face_indices(value: str | None, faces: FacesMode) -> list[int] | None:
     return sorted({int(t) for t in tokens})
 
 
-def check_face_indices(indices: list[int] | None, parsing: Parsing) -> None:
+def check_face_indices(indices: list[int] | None, parsing: FaceParsing) -> None:
     if indices is None or parsing.faces is None:
         return
     found = len(parsing.faces)
@@ -54,7 +55,7 @@ def check_face_indices(indices: list[int] | None, parsing: Parsing) -> None:
         raise InvalidParameter(f"face_indices: face {indices[-1]} does not exist; {found} faces found ({allowed})")
 
 
-def render(parsing: Parsing, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str,
+def render(parsing: FaceParsing, photo_hwc: np.ndarray, labels: LabelScheme, lips, hair, fmt: str,
            face_indices: list[int] | None) -> bytes:
     probs = part_probabilities(parsing, labels, photo_hwc.shape[:2], needed_parts(lips, hair), face_indices)
     return encode_image(recolor(photo_hwc, probs, lips, hair), fmt)
@@ -78,8 +79,8 @@ async def recolor_photo(
     if lips is None and hair is None:
         raise InvalidParameter("give lip_color and/or hair_color as #RRGGBB")
     indices = parse_face_indices(face_indices, faces)
-    parsing = await parse_photo(request, engine, photo, faces, settings)
+    parsing = await parse_photo(request, engine, photo, faces)
     check_face_indices(indices, parsing)
     body = await run_in_worker(render, parsing, photo, engine.parser.labels, lips, hair, format, indices)
     return Response(body, media_type=OUTPUT_FORMATS[format][1],
-                    headers={"X-Model-Version": engine.parser.version, **parsing.headers()})
+                    headers={"X-Model-Version": engine.parser.version, **faces_headers(parsing)})

@@ -47,3 +47,12 @@ def test_the_service_spec_passes_settings_as_faceparse_variables(tmp_path):
     ours = server_spec("ours", "models/x", 8, 5.0, tmp_path, {"FACEPARSE_WORKER_THREADS": "4"})
     assert ours.args == spec.args and ours.ready_path == "/readyz"
     assert ours.env["FACEPARSE_MAX_BATCH_SIZE"] == "8" and ours.env["FACEPARSE_WORKER_THREADS"] == "4"
+
+
+def test_verdict_compares_faces_auto_with_faces_whole_in_the_same_run():
+    forward = {1: {"ms_per_image": 50.0, "img_per_s": 20.0}}
+    stats = [level("ours", 1, 12.0, 80.0, 90.0), level("ours", 16, 20.0, 700.0, 900.0),
+             level("ours:auto", 1, 10.0, 130.0, 150.0), level("ours:auto", 16, 11.0, 1400.0, 1800.0)]
+    v = verdict(forward, stats, low=1, high=16)
+    assert v["auto_throughput_ratio"] == {"value": 0.55, "target": ">= 0.6", "met": False}
+    assert v["auto_latency_extra_ms"] == {"value": 50.0, "target": "<= 40", "met": False}

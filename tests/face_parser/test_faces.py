@@ -1,25 +1,26 @@
-"""face_parser.faces on its own: the Haar detector on drawn and real photos, crops, landmark alignment, paste-back."""
+"""face_parser.faces on its own: framing from boxes and landmarks, crops, parse-based re-alignment."""
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from face_parser.detectors import Detection
 from face_parser.faces import (
+    LANDMARK_SCALE,
     Crop,
     Face,
-    HaarFaceDetector,
     align_faces,
     aligned_crop,
     box_crop,
+    celeba_crop,
     crop_face,
-    face_label_map,
     find_faces,
-    paste_probabilities,
-    suppress_overlaps,
+    landmark_crop,
 )
 from face_parser.labels import CELEBAMASK_HQ_SCHEME as LABELS
 from face_parser.preprocess import resize_rgb
@@ -38,11 +39,6 @@ def face_canvas(background=(90, 160, 90)) -> tuple[np.ndarray, np.ndarray]:
     return canvas, truth
 
 
-@pytest.fixture(scope="module")
-def detector() -> HaarFaceDetector:
-    return HaarFaceDetector()
-
-
 def blocky_photo(height=300, width=400, seed=0) -> np.ndarray:
     """Random 10-px blocks: resampling errors show, and no block looks like a face."""
     cells = np.random.default_rng(seed).integers(0, 256, (height // 10, width // 10, 3), dtype=np.uint8)
@@ -55,36 +51,7 @@ def one_hot_scores(class_id: int, n_classes: int = 3, size: int = 8) -> torch.Te
     return scores
 
 
-# --- detection ---------------------------------------------------------------------------------------------------
-
-def test_haar_finds_each_drawn_face_in_a_group_photo_left_to_right(detector):
-    canvas, _ = face_canvas()
-    faces = find_faces(canvas, detector)
-    assert len(faces) == 3
-    for face, x in zip(faces, FACE_X, strict=True):
-        bx, by, bw, bh = face.box
-        assert x <= bx and bx + bw <= x + 200 and 60 <= by and by + bh <= 260  # inside its own face
-        assert face.crop.angle == 0.0 and face.score > 0
-
-
-def test_haar_finds_the_face_in_a_real_photo(detector):
-    data = pytest.importorskip("skimage.data")
-    photo = data.astronaut()  # public domain (NASA), 512x512, one face around x 180-270, y 70-160
-    boxes = detector(photo)
-    assert len(boxes) == 1
-    x, y, w, h, _ = boxes[0]
-    assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 160 and 70 < w < 130
-
-
-@pytest.mark.parametrize("shape", [(300, 400, 3), (1, 2000, 3), (2000, 1, 3), (10, 10, 3)])
-def test_no_face_in_a_plain_or_degenerate_photo(detector, shape):
-    assert detector(np.full(shape, 128, np.uint8)) == []
-
-
-def test_overlapping_boxes_keep_the_most_confident():
-    boxes = [(0, 0, 100, 100, 5.0), (10, 10, 80, 80, 9.0), (300, 0, 50, 50, 1.0)]
-    assert suppress_overlaps(boxes) == [(10, 10, 80, 80, 9.0), (300, 0, 50, 50, 1.0)]
-
+# --- framing -----------------------------------------------------------------------------------------------------
 
 def test_box_crop_frames_the_box_like_a_training_face():
     crop = box_crop((100, 200, 60, 60))
@@ -157,43 +124,53 @@ def test_without_a_mouth_the_detector_crop_stays():
     assert align_faces([face], [scores], LABELS) == [face]
 
 
-# --- paste-back --------------------------------------------------------------------------------------------------
+# --- framing from landmarks ---------------------------------------------------------------------------------------
 
-def test_pixels_outside_every_face_are_background():
-    probs, owner = paste_probabilities([one_hot_scores(1)], [Crop(250, 150, 200)], (300, 400))
-    inside = (slice(50, 250), slice(150, 350))
-    assert (probs[1][inside] == 1).all() and (owner[inside] == 0).all()
-    outside = torch.ones(300, 400, dtype=torch.bool)
-    outside[inside] = False
-    assert (probs[0][outside] == 1).all() and (probs[1][outside] == 0).all() and (owner[outside] == -1).all()
+def aligned_points(crop: Crop) -> np.ndarray:
+    """Photo pixels of the eyes and mouth of a face that ``crop`` frames exactly like a training face."""
+    return crop.to_photo(np.array([ALIGNED["l_eye"], ALIGNED["r_eye"], ALIGNED["mouth"]]))
 
 
-def test_where_faces_overlap_the_surer_face_owns_the_pixel():
-    unsure = torch.tensor([0.6, 0.4, 0.0])[:, None, None].expand(3, 8, 8)  # person probability 0.4
-    sure = torch.tensor([0.1, 0.0, 0.9])[:, None, None].expand(3, 8, 8)    # person probability 0.9
-    crops = [Crop(100, 100, 100), Crop(150, 100, 100)]
-    probs, owner = paste_probabilities([unsure, sure], crops, (200, 250))
-    assert owner[100, 75] == 0 and owner[100, 125] == 1 and owner[100, 180] == 1  # 100-150 is shared
-    assert probs[2][100, 125] == pytest.approx(0.9) and probs[1][100, 125] == 0
+@pytest.mark.parametrize("degrees", [0, 20, -45, 45, 135, 180])
+def test_celeba_crop_recovers_the_frame_its_landmarks_came_from(degrees):
+    crop = Crop(320.5, 210.25, 180, math.radians(degrees))
+    eye_a, eye_b, mouth = aligned_points(crop)
+    for eyes in ((eye_a, eye_b), (eye_b, eye_a)):  # which eye comes first does not matter
+        got = celeba_crop(*eyes, mouth)
+        assert (got.cx, got.cy, got.side) == pytest.approx((crop.cx, crop.cy, crop.side), abs=1e-6)
+        assert math.remainder(got.angle - crop.angle, 2 * math.pi) == pytest.approx(0, abs=1e-9)
 
 
-def test_a_rotated_face_covers_its_rotated_square():
-    _, owner = paste_probabilities([one_hot_scores(1)], [Crop(200, 200, 100, math.pi / 4)], (400, 400))
-    assert int((owner == 0).sum()) == pytest.approx(100 * 100, rel=0.02)
-    assert owner[200, 200 + 69] == 0 and owner[200 + 40, 200 + 40] == -1  # a diamond: corners on the axes
+def test_landmark_crop_applies_the_calibration():
+    crop = Crop(300, 200, 150, math.radians(30))
+    eye_a, eye_b, mouth = aligned_points(crop)
+    landmarks = np.array([eye_a, eye_b, (eye_a + eye_b) / 2, mouth, eye_a, eye_b])
+    got = landmark_crop(landmarks, scale=0.9, shift=0.1)
+    moved = np.array([crop.cx, crop.cy]) + crop.axes()[1] * 0.1 * 135  # a tenth of the new side down the face
+    assert got.side == pytest.approx(135) and (got.cx, got.cy) == pytest.approx(tuple(moved))
+    assert landmark_crop(landmarks).side == pytest.approx(150 * LANDMARK_SCALE)
 
 
-def test_chosen_classes_and_a_smaller_answer():
-    probs, owner = paste_probabilities([one_hot_scores(2)], [Crop(100, 100, 100)], (200, 200),
-                                       out_size=(100, 100), class_ids=[2])
-    assert probs.shape == (1, 100, 100) and owner.shape == (100, 100)
-    assert probs[0, 50, 50] == 1 and probs[0, 5, 5] == 0
+def test_find_faces_frames_by_landmarks_when_the_detector_gives_them():
+    crop = Crop(300, 200, 150, math.radians(-20))
+    eye_a, eye_b, mouth = aligned_points(crop)
+    landmarks = np.array([eye_a, eye_b, (eye_a + eye_b) / 2, mouth, eye_a, eye_b])
+    found = [Detection((240.0, 140.0, 120.0, 120.0), 0.9, landmarks), (20, 30, 60, 60, 0.8)]
+    boxed, landmarked = find_faces(np.zeros((400, 600, 3), np.uint8), lambda image: found)  # left to right
+    assert landmarked.crop == landmark_crop(landmarks) and len(landmarked.landmarks) == 6
+    assert boxed.crop == box_crop((20, 30, 60, 60)) and boxed.landmarks is None and boxed.box == (20, 30, 60, 60)
 
 
-def test_label_map_puts_each_face_back_in_place():
-    crops = [Crop(100, 100, 80), Crop(300, 120, 60)]
-    labels = face_label_map([one_hot_scores(1), one_hot_scores(2)], crops, (240, 400)).numpy()
-    assert labels.dtype == np.uint8 and labels.shape == (240, 400)
-    assert (labels[62:138, 62:138] == 1).all() and (labels[92:148, 272:328] == 2).all()
-    assert set(np.unique(labels).tolist()) == {0, 1, 2}
-    assert (face_label_map([], [], (240, 400)).numpy() == 0).all()
+@pytest.mark.parametrize("degrees", [0, 30, -45])
+@pytest.mark.parametrize("u, v", [(0.3, 0.6), (0.7, 0.25)])
+def test_crop_pixels_sit_where_the_crop_geometry_says(degrees, u, v):
+    """A dot at crop coordinates (u, v), put in the photo through ``Crop.to_photo``, is found at (u, v) in the crop."""
+    crop, size = Crop(210, 160, 120, math.radians(degrees)), 96
+    photo = np.zeros((320, 400, 3), np.uint8)
+    x, y = crop.to_photo(np.array([[u, v]]))[0]
+    # OpenCV: centres at integers
+    cv2.circle(photo, (round((x - 0.5) * 16), round((y - 0.5) * 16)), 4 * 16, (255, 255, 255), -1, shift=4)
+    weight = crop_face(photo, crop, size)[..., 0].astype(float)
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5  # pixel centres, in crop pixels
+    centre = (weight * xs).sum() / weight.sum(), (weight * ys).sum() / weight.sum()
+    assert centre == pytest.approx((u * size, v * size), abs=0.25)

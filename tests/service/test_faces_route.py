@@ -20,7 +20,7 @@ SKIN, HAIR = 1, 13
 
 @pytest.fixture(scope="module")
 def oracle_api(make_module_client, oracle_parser):
-    """The parser that knows draw_face's colours, the real Haar detector, batches of up to 4."""
+    """The parser that knows draw_face's colours, the real (BlazeFace) detector, batches of up to 4."""
     return make_module_client(parser=oracle_parser)
 
 
@@ -51,6 +51,9 @@ def test_a_group_photo_gets_one_parsed_face_per_person_in_place(oracle_api):
     for face, x in zip(body["faces"], FACE_X, strict=True):  # left to right, each box inside its own face
         bx, by, bw, bh = face["box"]
         assert x <= bx and bx + bw <= x + 200 and 60 <= by and by + bh <= 260
+        (lx, ly), (rx, ry), _, (_, my), _, _ = face["landmarks"]  # drawn eyes at y ~141, mouth ~171
+        assert x + 50 < lx < x + 100 < rx < x + 150 and abs(ly - ry) < 8 and ly < my < by + bh
+        assert abs(face["crop"]["angle_deg"]) < 8
 
     labels = labels_of(parse(oracle_api, canvas))
     assert labels.shape == truth.shape
@@ -140,3 +143,10 @@ def test_bad_face_choices_are_422_with_what_is_allowed(oracle_api, form, message
 def test_faces_parameter_is_validated_on_parse(oracle_api):
     r = parse(oracle_api, face_canvas()[0], faces="all")
     assert r.status_code == 422 and "faces" in r.json()["detail"]
+
+
+def test_the_haar_detector_remains_a_setting(make_client, oracle_parser):
+    client = make_client(parser=oracle_parser, face_detector="haar", face_align=True)
+    r = parse(client, face_canvas()[0], format="rle")
+    assert r.status_code == 200 and r.headers["x-faces-found"] == "3"
+    assert all("landmarks" not in face and face["crop"]["side"] > 100 for face in r.json()["faces"])
