@@ -19,6 +19,24 @@ from tests.conftest import OracleParser, draw_face, parser_like, png_bytes
 WHOLE = {"lip_color": "#2050e0", "lip_intensity": 1.0, "faces": "whole"}
 
 
+@pytest.fixture(autouse=True)
+def _let_the_handler_finish(monkeypatch):
+    """Starlette's WebSocket test session sends the client's close and cancels the app's task in the
+    same breath; a live handler still winding its three tasks down then surfaces that cancellation
+    as ``CancelledError`` from ``__exit__``. A real server lets the handler finish: so does this."""
+    from starlette.testclient import WebSocketTestSession
+
+    original_exit = WebSocketTestSession.__exit__
+
+    def exit_after_close(self, *args):
+        with contextlib.suppress(Exception):
+            self.close(1000)
+        time.sleep(0.05)
+        return original_exit(self, *args)
+
+    monkeypatch.setattr(WebSocketTestSession, "__exit__", exit_after_close)
+
+
 def jpeg(image: np.ndarray) -> bytes:
     return png_bytes(image, "JPEG", quality=95)
 
