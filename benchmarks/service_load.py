@@ -284,24 +284,23 @@ def verdict(forward: dict, stats: list[LevelStats], low: int, high: int) -> dict
     return out
 
 
+# verdict key -> what it compares, how its value prints, and the unit after the target
+VERDICT_LINES = {
+    "throughput_ratio": ("ours c={high} / in-process batch {best}", "{:.2f}", ""),
+    "latency_overhead_ms": ("ours c={low} p50 - batch-1 forward", "{:+.1f} ms", " ms"),
+    "auto_throughput_ratio": ("faces=auto / faces=whole at c={high}", "{:.2f}", ""),
+    "auto_latency_extra_ms": ("faces=auto p50 - faces=whole p50 at c={low}", "{:+.1f} ms", " ms"),
+}
+
+
 def format_verdict(v: dict, low: int, high: int) -> str:
     lines = []
-    if "throughput_ratio" in v:
-        t = v["throughput_ratio"]
-        lines.append(f"ours c={high} / in-process batch {v['best_batch']}: {t['value']:.2f} (target >= 0.75: "
-                     f"{'met' if t['met'] else 'NOT met'})")
-    if "latency_overhead_ms" in v:
-        t = v["latency_overhead_ms"]
-        lines.append(f"ours c={low} p50 - batch-1 forward: {t['value']:+.1f} ms (target <= 30 ms: "
-                     f"{'met' if t['met'] else 'NOT met'})")
-    if "auto_throughput_ratio" in v:
-        t = v["auto_throughput_ratio"]
-        lines.append(f"faces=auto / faces=whole at c={high}: {t['value']:.2f} (target >= 0.6: "
-                     f"{'met' if t['met'] else 'NOT met'})")
-    if "auto_latency_extra_ms" in v:
-        t = v["auto_latency_extra_ms"]
-        lines.append(f"faces=auto p50 - faces=whole p50 at c={low}: {t['value']:+.1f} ms (target <= 40 ms: "
-                     f"{'met' if t['met'] else 'NOT met'})")
+    for key, (what, value_format, unit) in VERDICT_LINES.items():
+        if key in v:
+            t = v[key]
+            label = what.format(low=low, high=high, best=v["best_batch"])
+            lines.append(f"{label}: {value_format.format(t['value'])} (target {t['target']}{unit}: "
+                         f"{'met' if t['met'] else 'NOT met'})")
     for name in ("plain", "litserve"):
         if f"vs_{name}" in v:
             t = v[f"vs_{name}"]
