@@ -23,12 +23,14 @@ from model_training.metrics import image_f1
 ASTRONAUT_FACE = (100, 0, 340, 240)  # x0, y0, x1, y1: framed like an aligned CelebA-HQ face
 
 
-def astronaut_face(size: int = 512) -> np.ndarray:
+def astronaut_face(size: int | None = 512) -> np.ndarray:
+    """``(size, size, 3)`` uint8 (``None``: the 240 px crop as it is), public domain, from scikit-image."""
     from PIL import Image
     from skimage import data
 
     x0, y0, x1, y1 = ASTRONAUT_FACE
-    return np.asarray(Image.fromarray(data.astronaut()[y0:y1, x0:x1]).resize((size, size), Image.BILINEAR))
+    face = np.ascontiguousarray(data.astronaut()[y0:y1, x0:x1])
+    return face if size is None else np.asarray(Image.fromarray(face).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def error_map(truth_hw: np.ndarray, pred_hw: np.ndarray) -> np.ndarray:

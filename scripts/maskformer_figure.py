@@ -16,13 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from skimage import data
 
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import class_probabilities, label_map, semantic_scores
 from face_parser.preprocess import resize_rgb, to_pixel_values
+from model_training.compare import astronaut_face
 
-FACE_BOX = (100, 0, 340, 240)  # x0, y0, x1, y1 in the 512x512 portrait: face centred, like CelebA-HQ
 SHOWN_CLASSES = ("skin", "hair", "u_lip", "l_lip")
 
 
@@ -82,8 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="models/face-parser")
     ap.add_argument("--out", default="docs/figures/maskformer_outputs.png")
     args = ap.parse_args(argv)
-    x0, y0, x1, y1 = FACE_BOX
-    photo = np.ascontiguousarray(data.astronaut()[y0:y1, x0:x1])
+    photo = astronaut_face(size=None)
     parser = FaceParser.load(args.model, device="cpu", dtype="float32")
     pixel_values, out = run_model(parser, photo)
     print("pixel_values", tuple(pixel_values.shape))
