@@ -50,17 +50,15 @@ class ConventionFixed(Dataset):
     def __init__(self, base: Dataset, reversed_indices: Sequence[int]):
         self.base, self.labels = base, base.labels
         self.reversed = frozenset(reversed_indices)
-        self._swap = base.labels.flip_permutation()
+        swap = base.labels.flip_permutation()
+        self._swap_lut = np.arange(256, dtype=np.uint8)  # ids past the scheme (255 = ignore) stay
+        self._swap_lut[: len(swap)] = swap
 
     def __len__(self) -> int:
         return len(self.base)
 
     def _fix(self, index: int, mask_hw: np.ndarray) -> np.ndarray:
-        if index not in self.reversed:
-            return mask_hw
-        lut = np.arange(256, dtype=np.uint8)
-        lut[: len(self._swap)] = self._swap
-        return lut[mask_hw]
+        return self._swap_lut[mask_hw] if index in self.reversed else mask_hw
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image, mask = self.base[index]
