@@ -1,14 +1,17 @@
 """Slow and greedy clients against the real service, while an ordinary client goes on working.
 
     python -m benchmarks.slow_clients [--connections 200] [--attack-s 25] [--quiet-s 10] [--after-s 10]
-                                      [--attacker-addresses 1] [--json reports/reliability/slow_clients.json]
+                                      [--attacker-addresses 1] [--attacker-nice 0]
+                                      [--json reports/reliability/slow_clients.json]
 
 Starts ``python -m service`` on loopback (default settings, the shipped model). An ordinary client
 (source address 127.0.0.2) sends a ``/parse?faces=whole`` of a 512 px JPEG every 200 ms: alone for
 ``--quiet-s`` right before each attack (its quiet figures, taken next to the attack so that a shared
 machine's load drifts into both alike), then during the attack. Each attack is ``--connections`` sockets from
 127.0.0.3 (and up, with ``--attacker-addresses``), run in a process of their own, each re-opened
-1 s after the server cuts it (the flood re-opens at once):
+1 s after the server cuts it (the flood re-opens at once). On loopback the attacker's CPU is the
+server's: ``--attacker-nice 19`` lowers its priority, the nearest a 2-core machine comes to an
+attacker on a machine of its own (the server still pays for every connection it refuses):
 
 - ``slow_body``: a ``/parse`` upload's headers, then its body at 1 byte/s;
 - ``slow_headers``: the headers at 1 byte/s;
@@ -155,7 +158,8 @@ async def attack(kind: str, port: int, connections: int, addresses: int, seconds
 
 
 def attack_process(kind: str, port: int, connections: int, addresses: int, seconds: float,
-                   upload: tuple[bytes, bytes], out: multiprocessing.Queue) -> None:
+                   upload: tuple[bytes, bytes], niceness: int, out: multiprocessing.Queue) -> None:
+    os.nice(niceness)
     cuts = asyncio.run(attack(kind, port, connections, addresses, seconds, upload))
     out.put([asdict(c) for c in cuts])
 
@@ -245,7 +249,7 @@ def run_attack(kind: str, server, photo: bytes, upload, args, settings: Settings
     queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
     attacker = multiprocessing.get_context("spawn").Process(
         target=attack_process, args=(kind, server.port, args.connections, args.attacker_addresses, args.attack_s,
-                                     upload, queue))
+                                     upload, args.attacker_nice, queue))
     attacker.start()
     time.sleep(2.0)  # let the attack build up before the ordinary client starts
     attacker_cpu0, attack_t0 = cpu_seconds(attacker.pid), time.monotonic()
@@ -311,6 +315,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quiet-s", type=float, default=10.0, help="the ordinary client alone, before each attack")
     ap.add_argument("--after-s", type=float, default=10.0, help="watch the server this long after each attack")
     ap.add_argument("--attacker-addresses", type=int, default=1, help="loopback addresses the attack comes from")
+    ap.add_argument("--attacker-nice", type=int, default=0,
+                    help="niceness of the attacking process (19: it gets only what the server leaves)")
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     ap.add_argument("--model", default=str(REPO_ROOT / "models" / "face-parser"))
     ap.add_argument("--json", type=Path, default=REPO_ROOT / "reports" / "reliability" / "slow_clients.json")
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print_row(rows[-1])
             logged = server_errors_logged(log_path)
     result = {"connections": args.connections, "attack_s": args.attack_s,
-              "attacker_addresses": args.attacker_addresses, "attacks": rows,
+              "attacker_addresses": args.attacker_addresses, "attacker_nice": args.attacker_nice, "attacks": rows,
               "server_errors_logged": logged}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
