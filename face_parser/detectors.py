@@ -42,7 +42,7 @@ class Detection:
 
 Box = tuple[float, float, float, float, float]  # x, y, width, height, score: what a bare detector may answer
 FaceDetector = Callable[[np.ndarray], Sequence[Detection | Box]]  # (H, W, 3) uint8 RGB -> faces in photo pixels
-EYE_LEFT, EYE_RIGHT, NOSE, MOUTH = 0, 1, 2, 3
+EYE_LEFT, EYE_RIGHT, NOSE, MOUTH, EAR_LEFT, EAR_RIGHT = 0, 1, 2, 3, 4, 5  # rows of Detection.landmarks
 
 
 def as_detection(found: Detection | Box) -> Detection:

@@ -18,9 +18,9 @@ with face finding (the service's ``faces=auto``, through the same
 canvases (:data:`CASES`: small faces, in-plane rotation, whole square photos
 pasted, JPEG quality 70, blur), each scored with the new path (BlazeFace, one
 pass) and the old one (Haar, two passes). ``--calibrate N`` measures, on N
-training pairs, where the detector's box and landmark crop sit in an aligned
-image: the crop geometry (``face_parser.faces.CROP_SCALE`` / ``CROP_SHIFT`` and
-``LANDMARK_SCALE`` / ``LANDMARK_SHIFT``).
+training pairs, where the Haar box sits in an aligned image
+(``face_parser.faces.CROP_SCALE`` / ``CROP_SHIFT``); BlazeFace's landmark crop
+is fitted by :mod:`model_training.fit_landmark_frame`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from face_parser.detectors import BlazeFaceDetector, FaceDetector, HaarFaceDetector
-from face_parser.faces import CROP_SCALE, CROP_SHIFT, LANDMARK_SCALE, LANDMARK_SHIFT, landmark_crop
+from face_parser.faces import CROP_SCALE, CROP_SHIFT, LANDMARK_FRAME
 from face_parser.modeling import FaceParser
 from face_parser.pipeline import FacePipeline
 from model_training.evaluate import evaluate_parser, predict_label_maps
@@ -245,10 +245,10 @@ def aligned_with_faces(parser: FaceParser, pipeline: FacePipeline, dataset, indi
     return cm.scores(list(parser.labels.names))["mean_f1_foreground"]
 
 
-def calibrate(dataset, indices, haar: HaarFaceDetector, blazeface: BlazeFaceDetector) -> dict:
-    """Where the detectors' crops sit in aligned images, whose frame is the training frame: the Haar box's
-    width and centre (``CROP_SCALE``, ``CROP_SHIFT``), the BlazeFace landmark crop's side and centre."""
-    widths, shifts, sides, downs = [], [], [], []
+def calibrate(dataset, indices, haar: HaarFaceDetector) -> dict:
+    """Where the Haar box sits in aligned images, whose frame is the training frame: its width and centre
+    (``CROP_SCALE``, ``CROP_SHIFT``)."""
+    widths, shifts = [], []
     for i in indices:
         image, _ = dataset[i]
         side = image.shape[1]
@@ -257,17 +257,9 @@ def calibrate(dataset, indices, haar: HaarFaceDetector, blazeface: BlazeFaceDete
             _, y, w, h = max(boxes, key=lambda d: d.box[2] * d.box[3]).box
             widths.append(w / side)
             shifts.append((y + h / 2 - side / 2) / w)  # how far the box centre sits below the frame centre
-        found = blazeface(image)
-        if found:
-            crop = landmark_crop(max(found, key=lambda d: d.score).landmarks, 1.0, 0.0)
-            sides.append(crop.side / side)
-            downs.append((crop.cy - side / 2) / crop.side)
     return {"pairs": len(indices), "haar_detected": len(widths), "crop_scale": round(1 / statistics.median(widths), 3),
             "crop_shift": round(statistics.median(shifts), 3),
-            "box_width_fraction_p5_p95": [round(float(v), 3) for v in np.percentile(widths, [5, 95])],
-            "blazeface_detected": len(sides), "landmark_scale": round(1 / statistics.median(sides), 3),
-            "landmark_shift": round(-statistics.median(downs), 3),
-            "landmark_side_fraction_p5_p95": [round(float(v), 3) for v in np.percentile(sides, [5, 95])]}
+            "box_width_fraction_p5_p95": [round(float(v), 3) for v in np.percentile(widths, [5, 95])]}
 
 
 def evaluate_cases(parser: FaceParser, pipelines: dict[str, FacePipeline], dataset, pool, donors,
@@ -314,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="held-out pairs to use (one canvas each, and count/2 canvases with 2-3 of them)")
     ap.add_argument("--seed", type=int, default=0, help="canvas generation seed")
     ap.add_argument("--donors", type=int, default=50, help="training photos whose backgrounds become canvases")
-    ap.add_argument("--calibrate", type=int, default=0, help="also measure the crop geometry on N training pairs")
+    ap.add_argument("--calibrate", type=int, default=0, help="also measure the Haar box's geometry on N training pairs")
     ap.add_argument("--detector", default="blazeface", choices=("blazeface", "haar"), help="for (a)-(c)")
     ap.add_argument("--min_face", type=float, default=0.05, help="haar: smallest face box / shorter side")
     ap.add_argument("--no_profile", action="store_true", help="haar: frontal cascade only")
@@ -337,10 +329,10 @@ def main(argv: list[str] | None = None) -> dict:
     pipeline = pipeline_for(parser, blazeface if args.detector == "blazeface" else haar, args.second_pass)
     train_base, val_base, train_idx, val_idx = open_dataset(args)
     report: dict = {"model_version": parser.version, "detector": args.detector, "second_pass": args.second_pass,
-                    "crop_scale": CROP_SCALE, "crop_shift": CROP_SHIFT, "landmark_scale": LANDMARK_SCALE,
-                    "landmark_shift": LANDMARK_SHIFT}
+                    "crop_scale": CROP_SCALE, "crop_shift": CROP_SHIFT,
+                    "landmark_frame": {k: LANDMARK_FRAME.fit.get(k) for k in ("command", "validation_warped")}}
     if args.calibrate:
-        report["calibration"] = calibrate(train_base, train_idx[:args.calibrate], haar, blazeface)
+        report["calibration"] = calibrate(train_base, train_idx[:args.calibrate], haar)
     donors = [p for p in (background_patch(*train_base[i]) for i in train_idx[-args.donors:]) if p is not None]
     if not args.skip_basic:
         aligned, _ = evaluate_parser(parser, val_base, val_idx[:args.count], keep=0)

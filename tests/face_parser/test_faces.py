@@ -11,16 +11,20 @@ import torch
 
 from face_parser.detectors import Detection
 from face_parser.faces import (
-    LANDMARK_SCALE,
+    LANDMARK_FRAME,
     Crop,
     Face,
+    LandmarkFrame,
     align_faces,
     aligned_crop,
     box_crop,
     celeba_crop,
     crop_face,
     find_faces,
+    frame_offset,
     landmark_crop,
+    landmark_features,
+    offset_crop,
 )
 from face_parser.labels import CELEBAMASK_HQ_SCHEME as LABELS
 from face_parser.preprocess import resize_rgb
@@ -141,14 +145,76 @@ def test_celeba_crop_recovers_the_frame_its_landmarks_came_from(degrees):
         assert math.remainder(got.angle - crop.angle, 2 * math.pi) == pytest.approx(0, abs=1e-9)
 
 
-def test_landmark_crop_applies_the_calibration():
-    crop = Crop(300, 200, 150, math.radians(30))
-    eye_a, eye_b, mouth = aligned_points(crop)
-    landmarks = np.array([eye_a, eye_b, (eye_a + eye_b) / 2, mouth, eye_a, eye_b])
-    got = landmark_crop(landmarks, scale=0.9, shift=0.1)
-    moved = np.array([crop.cx, crop.cy]) + crop.axes()[1] * 0.1 * 135  # a tenth of the new side down the face
-    assert got.side == pytest.approx(135) and (got.cx, got.cy) == pytest.approx(tuple(moved))
-    assert landmark_crop(landmarks).side == pytest.approx(150 * LANDMARK_SCALE)
+# six BlazeFace-like points of a face in its training frame: eyes, nose tip, mouth centre, ears (not CelebA's)
+FACE_POINTS = np.array([[0.39, 0.46], [0.62, 0.475], [0.5, 0.6], [0.51, 0.69], [0.2, 0.52], [0.8, 0.5]])
+SIMILARITIES = [Crop(256, 256, 512), Crop(300.5, 120.25, 90, math.radians(35)), Crop(40, 700, 300, math.radians(-45)),
+                Crop(1000, 500, 1200, math.radians(180))]
+
+
+def assert_same_crop(got: Crop, expected: Crop, abs_px: float = 1e-6) -> None:
+    assert (got.cx, got.cy, got.side) == pytest.approx((expected.cx, expected.cy, expected.side), abs=abs_px)
+    assert math.remainder(got.angle - expected.angle, 2 * math.pi) == pytest.approx(0, abs=1e-9)
+
+
+def mirrored(points: np.ndarray, width: float = 2000) -> np.ndarray:
+    return np.stack([width - points[:, 0], points[:, 1]], axis=1)
+
+
+def test_to_crop_inverts_to_photo():
+    crop = Crop(123.4, 56.7, 89, 0.7)
+    uv = np.random.default_rng(0).uniform(-1, 2, (5, 2))
+    assert crop.to_crop(crop.to_photo(uv)) == pytest.approx(uv)
+
+
+@pytest.mark.parametrize("truth", SIMILARITIES)
+def test_offset_crop_undoes_frame_offset(truth):
+    crop = Crop(310, 190, 170, math.radians(5))
+    assert_same_crop(offset_crop(crop, frame_offset(crop, truth)), truth)
+
+
+def test_landmark_features_do_not_depend_on_where_the_face_is_and_mirror_with_it():
+    def features(points):
+        return landmark_features(points, celeba_crop(points[0], points[1], points[3]))
+
+    first = features(SIMILARITIES[0].to_photo(FACE_POINTS))
+    for truth in SIMILARITIES[1:]:
+        assert features(truth.to_photo(FACE_POINTS)) == pytest.approx(first, abs=1e-9)
+    # in a mirror image the photo-left eye and ear are the other ones: the features mirror, pairs kept in order
+    swap = [2, 3, 0, 1, 4, 5, 6, 7, 10, 11, 8, 9]
+    flip = np.tile([-1.0, 1.0], 6)
+    assert features(mirrored(SIMILARITIES[1].to_photo(FACE_POINTS))) == pytest.approx(first[swap] * flip, abs=1e-9)
+
+
+@pytest.mark.parametrize("truth", SIMILARITIES + [Crop(500, 400, 256, math.radians(-20))])
+def test_the_correction_maps_a_turned_scaled_moved_face_back_onto_its_frame(truth):
+    canonical = SIMILARITIES[0]
+    points = canonical.to_photo(FACE_POINTS)
+    uncorrected = celeba_crop(points[0], points[1], points[3])
+    frame = LandmarkFrame(np.zeros((4, 12)), frame_offset(uncorrected, canonical))  # knows this one face
+    assert abs(uncorrected.side / canonical.side - 1) > 0.05  # celeba_crop alone misses it
+    assert_same_crop(landmark_crop(truth.to_photo(FACE_POINTS), frame), truth, abs_px=1e-6 * truth.side)
+
+
+def test_landmark_crop_uses_the_weights_on_the_features():
+    points = SIMILARITIES[1].to_photo(FACE_POINTS)
+    uncorrected = landmark_crop(points, None)
+    weights = np.zeros((4, 12))
+    weights[2, 6] = 1.0  # log side ratio = the mouth's x in the crop ...
+    frame = LandmarkFrame(weights, np.array([0.01, -0.02, 0.0, 0.03]))
+    mouth_u = uncorrected.to_crop(points[3:4])[0, 0] - 0.5
+    assert_same_crop(landmark_crop(points, frame), offset_crop(uncorrected, [0.01, -0.02, mouth_u, 0.03]))
+
+
+def test_the_shipped_correction_loads_and_was_measured(tmp_path):
+    assert LANDMARK_FRAME.weights.shape == (4, 12) and LANDMARK_FRAME.bias.shape == (4,)
+    assert np.isfinite(LANDMARK_FRAME.weights).all() and np.isfinite(LANDMARK_FRAME.bias).all()
+    for split in ("validation_aligned", "validation_warped"):  # the fit beats celeba_crop alone on held-out photos
+        measured = LANDMARK_FRAME.fit[split]
+        assert measured["fit"]["angle_deg"] < measured["celeba_crop"]["angle_deg"]
+        assert measured["fit"]["side_pct"] < measured["celeba_crop"]["side_pct"]
+    path = tmp_path / "frame.json"
+    path.write_text('{"weights": [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.5]], "bias": [0.1]}')
+    assert LandmarkFrame.load(path).weights.shape == (1, 12) and LandmarkFrame.load(path).fit == {}
 
 
 def test_find_faces_frames_by_landmarks_when_the_detector_gives_them():
