@@ -52,6 +52,10 @@ class Settings(BaseSettings):
                              "apart from the photos in flight; more get 503")
     max_connections: int = Field(512, ge=1, description="open connections (python -m service); more are answered "
                                  "503 and closed as they arrive")
+    share_refusal_delay_s: float = Field(1.0, ge=0, le=30, description="a connection over its client's share gets "
+                                         "its 429 this late (python -m service), so a client reconnecting as fast "
+                                         "as it can is slowed to its sockets / this per second; at most "
+                                         "max_connections wait at once, the rest are answered at once")
     client_share: float = Field(0.25, gt=0, le=1, description="most of each bound (connections, uploads, photos in "
                                 "flight) one client may hold: its address, or its API key when keys are on; over "
                                 "it, 429 + Retry-After. 1 = no share")

@@ -112,12 +112,13 @@ async def test_headers_that_keep_the_minimum_rate_are_given_more_time():
 
 
 async def test_open_connections_are_bounded_with_a_share_per_client():
-    async with serving(max_connections=4, client_share=0.5) as (port, guard, rejected):
+    async with serving(max_connections=4, client_share=0.5, share_refusal_delay_s=0.3) as (port, guard, rejected):
         held = [await connect(port, "127.0.0.1") for _ in range(2)]
         reader, _ = await connect(port, "127.0.0.1")
         elapsed, status, headers, body = await answer(reader)
         assert status == 429 and headers["retry-after"] == "1" and body["error"] == "too_many_requests"
-        assert elapsed < 0.5
+        assert 0.3 <= elapsed < 1.0  # held for the tarpit's delay, then answered
+        assert guard.held == 0
         held += [await connect(port, "127.0.0.2") for _ in range(2)]  # another client still gets its share
         await asyncio.sleep(0.1)
         assert guard.connections.held == 4
@@ -129,6 +130,23 @@ async def test_open_connections_are_bounded_with_a_share_per_client():
             writer.close()
         await asyncio.sleep(0.1)
         assert guard.connections.held == 0
+
+
+async def test_the_tarpit_holds_at_most_max_connections_and_answers_the_rest_at_once():
+    async with serving(max_connections=2, client_share=0.5, share_refusal_delay_s=5) as (port, guard, rejected):
+        held = [await connect(port) for _ in range(3)]  # one in its share, two over it: both held
+        await asyncio.sleep(0.2)
+        assert guard.held == 2 and guard.connections.held == 1
+        reader, _ = await connect(port)  # the tarpit is full: refused at once
+        elapsed, status, _, _ = await answer(reader)
+        assert status == 429 and elapsed < 1.0
+        held[2][1].close()  # a held client that hangs up frees its place in the tarpit
+        await asyncio.sleep(0.2)
+        assert guard.held == 1 and rejected == ["connections_share"] * 3
+        for _, writer in held[:2]:
+            writer.close()
+        await asyncio.sleep(0.2)
+        assert guard.held == 0 and guard.connections.held == 0
 
 
 async def test_a_websocket_holds_its_connection_slot_until_it_closes():

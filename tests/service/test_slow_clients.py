@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 DEADLINE_S = 1.0
 SETTINGS = dict(device="cpu", torch_threads=1, log_level="warning", body_timeout_s=DEADLINE_S,
                 header_timeout_s=DEADLINE_S, header_timeout_max_s=2 * DEADLINE_S, keep_alive_timeout_s=1,
-                max_uploads=8, max_connections=64, client_share=0.25)  # a client: 2 uploads, 16 connections
+                max_uploads=8, max_connections=64, client_share=0.25,  # a client: 2 uploads, 16 connections
+                share_refusal_delay_s=0.25)
 
 
 @pytest.fixture(scope="module")
