@@ -29,20 +29,33 @@ from model_training.metrics import ConfusionMatrix, PerImageF
 HEADLINE = ("per_image_f", "mean_f1_foreground", "mean_f1_all", "mean_iou", "classes_never_predicted")
 
 
-def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size``."""
-    return label_map(torch.stack(parser.score_images(images_hwc)), size=size).numpy()
+def flipped_scores(parser: FaceParser, images_hwc: Sequence[np.ndarray]) -> torch.Tensor:
+    """The scores of the mirrored photos, mirrored back and with left/right classes swapped: what the
+    photos' own scores would be if the parser had no left/right bias."""
+    mirrored = parser.score_images([np.ascontiguousarray(image[:, ::-1]) for image in images_hwc])
+    swap = torch.as_tensor(parser.labels.flip_permutation().astype(np.int64))
+    return torch.stack(mirrored).flip(-1)[:, swap]
+
+
+def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int],
+                       flip: bool = False) -> np.ndarray:
+    """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size``; ``flip``: averaged with the
+    :func:`flipped_scores` (test-time augmentation, two forward passes)."""
+    scores = torch.stack(parser.score_images(images_hwc))
+    if flip:
+        scores = (scores + flipped_scores(parser, images_hwc)) / 2
+    return label_map(scores, size=size).numpy()
 
 
 def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,
-                    keep: int = 6) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+                    keep: int = 6, flip: bool = False) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Scores over ``indices`` and the first ``keep`` (image, truth, prediction) triples."""
     cm, per_image = ConfusionMatrix(len(parser.labels)), PerImageF(len(parser.labels))
     kept = []
     for start in tqdm(range(0, len(indices), batch_size), desc="evaluate"):
         pairs = [dataset[i] for i in indices[start:start + batch_size]]
         for image, truth in pairs:  # photos may differ in size: predict each at its own
-            pred = predict_label_maps(parser, [image], truth.shape)[0]
+            pred = predict_label_maps(parser, [image], truth.shape, flip)[0]
             cm.update(truth, pred)
             per_image.update(truth, pred)
             if len(kept) < keep:
@@ -137,6 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split_seed", type=int, default=0)
     ap.add_argument("--fix_lr_convention", action="store_true",
                     help="swap left/right ids of ground-truth masks that use the reversed convention first")
+    ap.add_argument("--flip", action="store_true",
+                    help="average each photo's scores with its mirror image's (test-time augmentation)")
     ap.add_argument("--image_column", default="image")
     ap.add_argument("--label_column", default="label")
     ap.add_argument("--out", default="reports/eval")
@@ -147,8 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.fix_lr_convention:
         base = ConventionFixed(base, find_reversed(base, indices))
         print(f"left/right convention: {len(base.reversed)} of {len(indices)} ground-truth masks swapped")
-    report, triples = evaluate_parser(parser, base, indices)
-    report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention})
+    report, triples = evaluate_parser(parser, base, indices, flip=args.flip)
+    report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention, "flip": args.flip})
     write_report(report, triples, parser.labels.palette(), Path(args.out),
                  f"{parser.version}: {args.split} split, {len(indices)} pairs")
     print(json.dumps({k: report[k] for k in HEADLINE}))
