@@ -144,15 +144,29 @@ class FaceParser:
         return cls(model, LabelScheme.from_id2label(model.config.id2label), preprocess, version, dev, dt)
 
     @torch.inference_mode()
-    def scores(self, pixel_values_bchw: torch.Tensor) -> torch.Tensor:
-        """One forward pass: ``(B, 3, S, S)`` float32 -> ``(B, K, S/4, S/4)`` float32 class scores on CPU."""
-        out = self.model(pixel_values=pixel_values_bchw.to(self.device, self.dtype))
-        return semantic_scores(out.class_queries_logits, out.masks_queries_logits).cpu()
+    def scores(self, pixel_values_bchw: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """One forward pass: ``(B, 3, S, S)`` float32 -> ``(B, K, S/4, S/4)`` float32 class scores on CPU.
 
-    def score_images(self, images_hwc: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        ``flip``: test-time augmentation. The mirrored photos go through the same pass (twice the
+        work), and their scores, mirrored back with left and right classes swapped, are averaged in:
+        the result is exactly mirror-symmetric, and on the test split it scored +0.005 per-image F,
+        +0.008 pooled mean F1 (README, "The shipped model").
+        """
+        pixels = pixel_values_bchw.to(self.device, self.dtype)
+        if flip:
+            pixels = torch.cat([pixels, pixels.flip(-1)])
+        out = self.model(pixel_values=pixels)
+        scores = semantic_scores(out.class_queries_logits, out.masks_queries_logits).cpu()
+        if not flip:
+            return scores
+        own, mirrored = scores.chunk(2)
+        swap = torch.as_tensor(self.labels.flip_permutation().astype(np.int64))
+        return (own + mirrored.flip(-1)[:, swap]) / 2
+
+    def score_images(self, images_hwc: Sequence[np.ndarray], flip: bool = False) -> list[torch.Tensor]:
         """RGB photos ``(H, W, 3)`` uint8 (any size: resized here, the shared preprocessing) -> one
-        ``(K, S/4, S/4)`` float32 score map each, in one forward pass."""
-        return list(self.scores(to_pixel_values(images_hwc, self.preprocess)))
+        ``(K, S/4, S/4)`` float32 score map each, in one forward pass (see :meth:`scores` for ``flip``)."""
+        return list(self.scores(to_pixel_values(images_hwc, self.preprocess), flip))
 
 
 def save_model_folder(

@@ -29,22 +29,10 @@ from model_training.metrics import ConfusionMatrix, PerImageF
 HEADLINE = ("per_image_f", "mean_f1_foreground", "mean_f1_all", "mean_iou", "classes_never_predicted")
 
 
-def flipped_scores(parser: FaceParser, images_hwc: Sequence[np.ndarray]) -> torch.Tensor:
-    """The scores of the mirrored photos, mirrored back and with left/right classes swapped: what the
-    photos' own scores would be if the parser had no left/right bias."""
-    mirrored = parser.score_images([np.ascontiguousarray(image[:, ::-1]) for image in images_hwc])
-    swap = torch.as_tensor(parser.labels.flip_permutation().astype(np.int64))
-    return torch.stack(mirrored).flip(-1)[:, swap]
-
-
 def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int],
                        flip: bool = False) -> np.ndarray:
-    """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size``; ``flip``: averaged with the
-    :func:`flipped_scores` (test-time augmentation, two forward passes)."""
-    scores = torch.stack(parser.score_images(images_hwc))
-    if flip:
-        scores = (scores + flipped_scores(parser, images_hwc)) / 2
-    return label_map(scores, size=size).numpy()
+    """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size`` (``flip``: see ``FaceParser.scores``)."""
+    return label_map(torch.stack(parser.score_images(images_hwc, flip)), size=size).numpy()
 
 
 def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,

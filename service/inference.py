@@ -101,6 +101,7 @@ class InferenceEngine:
     def __init__(self, parser: FaceParser, settings: Settings, observer: BatchObserver | None = None,
                  detector: FaceDetector | None = None):
         self.parser = parser
+        self.flip = settings.flip
         self.pipeline = FacePipeline(detector or make_detector(settings), parser.preprocess.size, parser.labels,
                                      settings.max_faces, settings.face_align)
         threads = settings.torch_threads or DEFAULT_THREADS
@@ -112,7 +113,7 @@ class InferenceEngine:
         )
 
     def _predict(self, images_shw3: list[np.ndarray]) -> list[torch.Tensor]:
-        return self.parser.score_images(images_shw3)
+        return self.parser.score_images(images_shw3, self.flip)
 
     async def warm_up(self) -> None:
         """A forward pass at the largest batch on each worker, and a face search: the first requests pay no set-up."""

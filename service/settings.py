@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     face_detect_max_side: int = Field(800, ge=64,
                                       description="haar: faces are searched on the photo shrunk to this side")
     face_profile: bool = Field(True, description="haar: also search with the profile cascade (~2.5x the time)")
+    flip: bool = Field(False, description="parse each photo also mirrored, in the same forward pass, and average "
+                       "the two (test-time augmentation): +0.008 pooled mean F1 on the test split for twice the "
+                       "model's work")
     face_align: bool = Field(False, description="parse each face a second time, framed by its parsed eyes and mouth "
                              "(a second forward pass; the detector's landmarks frame the first)")
     max_faces: int = Field(16, ge=1, le=256, description="most faces parsed per photo (the most confident ones)")

@@ -135,7 +135,7 @@ class OracleParser(FaceParser):
     sigma = 0.04
 
     @torch.inference_mode()
-    def scores(self, pixel_values_bchw: torch.Tensor) -> torch.Tensor:
+    def scores(self, pixel_values_bchw: torch.Tensor, flip: bool = False) -> torch.Tensor:
         mean = torch.tensor(self.preprocess.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.preprocess.std).view(1, 3, 1, 1)
         rgb = torch.nn.functional.avg_pool2d(pixel_values_bchw.float() * std + mean, 4)

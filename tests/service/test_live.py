@@ -195,7 +195,7 @@ class SlowOracle(OracleParser):
 
     delay_s = 0.3
 
-    def scores(self, pixel_values_bchw):
+    def scores(self, pixel_values_bchw, flip=False):
         self.sizes.append(pixel_values_bchw.shape[0])
         time.sleep(self.delay_s)
         return super().scores(pixel_values_bchw)

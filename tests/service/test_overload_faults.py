@@ -24,7 +24,7 @@ class SlowParser(FaceParser):
 
     delay_s = 0.2
 
-    def scores(self, pixel_values_bchw):
+    def scores(self, pixel_values_bchw, flip=False):
         time.sleep(self.delay_s)
         return super().scores(pixel_values_bchw)
 
@@ -35,7 +35,7 @@ class FlakyParser(FaceParser):
     fail_batches = 0
     batch_sizes: list
 
-    def scores(self, pixel_values_bchw):
+    def scores(self, pixel_values_bchw, flip=False):
         self.batch_sizes.append(pixel_values_bchw.shape[0])
         if self.fail_batches > 0:
             self.fail_batches -= 1

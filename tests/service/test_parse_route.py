@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from tests.conftest import draw_face, png_bytes
+from tests.conftest import draw_face, parser_like, png_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
 
@@ -158,3 +158,18 @@ def test_concurrent_requests_are_batched_and_answers_map_back(make_client, oracl
         assert open_png(answer.content).size == (w, h)
         np.testing.assert_array_equal(np.asarray(open_png(answer.content)), np.asarray(open_png(alone.content)))
     assert batcher.batches_run == batches + len(images)  # one forward pass per lone request
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_flip_setting_reaches_every_forward_pass(make_client, tiny_parser, flip):
+    seen: list[bool] = []
+
+    class Spy(type(tiny_parser)):  # type: ignore[misc]
+        def score_images(self, images_hwc, flip=False):
+            seen.append(flip)
+            return super().score_images(images_hwc, flip)
+
+    client = make_client(parser=parser_like(tiny_parser, Spy), flip=flip)
+    response = post_parse(client, png_bytes(draw_face(96)[0]), format="png")
+    assert response.status_code == 200
+    assert seen and set(seen) == {flip}  # warm-up and the request alike

@@ -1,0 +1,35 @@
+"""FaceParser.scores with ``flip``: the mirrored photos in the same pass, mirrored back, left and right swapped."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from face_parser.modeling import to_pixel_values
+
+
+def photo(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
+
+
+def mirror(scores_bkhw: torch.Tensor, parser) -> torch.Tensor:
+    """Scores of the mirrored photo, were the parser perfectly mirror-symmetric."""
+    swap = torch.as_tensor(parser.labels.flip_permutation().astype(np.int64))
+    return scores_bkhw.flip(-1)[:, swap]
+
+
+def test_flip_averaged_scores_are_exactly_mirror_symmetric(tiny_parser):
+    pixels = to_pixel_values([photo(0), photo(1)], tiny_parser.preprocess)
+    mirrored_pixels = pixels.flip(-1)
+    flipped = tiny_parser.scores(pixels, flip=True)
+    torch.testing.assert_close(tiny_parser.scores(mirrored_pixels, flip=True), mirror(flipped, tiny_parser),
+                               rtol=1e-4, atol=1e-5)
+    plain = tiny_parser.scores(pixels)  # a random model is far from symmetric on its own
+    assert not torch.allclose(tiny_parser.scores(mirrored_pixels), mirror(plain, tiny_parser), atol=1e-3)
+
+
+def test_flip_averages_the_photo_with_its_mirror(tiny_parser):
+    pixels = to_pixel_values([photo(2)], tiny_parser.preprocess)
+    expected = (tiny_parser.scores(pixels) + mirror(tiny_parser.scores(pixels.flip(-1)), tiny_parser)) / 2
+    torch.testing.assert_close(tiny_parser.scores(pixels, flip=True), expected, rtol=1e-4, atol=1e-5)
+    assert tiny_parser.score_images([photo(2)], flip=True)[0].shape == expected.shape[1:]
