@@ -49,6 +49,10 @@ class ConnectionGuard:
         self.held += 1
         return self.share_delay_s
 
+    def unhold(self) -> None:
+        """A held connection was answered or hung up: its place in the tarpit is free."""
+        self.held -= 1
+
     def slow_head(self, received: int, elapsed_s: float) -> Refusal:
         return Refusal(408, "request_timeout", f"the request headers sent {received} bytes in {elapsed_s:.1f} s; they "
                        f"must arrive within {self.head.timeout_s:g} s, plus 1 s per {self.head.min_rate:g} bytes "
@@ -161,7 +165,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _unhold(self) -> None:
         if self._held:
             self._held = False
-            self.guard.held -= 1
+            self.guard.unhold()
 
     def _answer_and_close(self, refusal: Refusal) -> None:
         self.guard.on_reject(refusal.reason)
