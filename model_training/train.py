@@ -11,6 +11,7 @@ multi-GPU training. This module adds the data, the loss and the export.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
     AutoModelForUniversalSegmentation,
     HfArgumentParser,
@@ -79,29 +81,52 @@ class ModelArguments:
     export_dir: str | None = field(default=None, metadata={"help": "write the best model here as a HF folder"})
     export_fp16: bool = field(default=True, metadata={"help": "store exported weights in float16"})
     max_train_minutes: float | None = field(
-        default=None, metadata={"help": "stop (evaluate and save) after this much wall-clock training time"})
+        default=None, metadata={"help": "stop (evaluate and save) after this much wall-clock training time; "
+                                        "a cosine schedule then anneals over this time, not over the epochs"})
 
 
 class TimeBudget(TrainerCallback):
     """Ends training cleanly (evaluate, save) once the wall-clock budget is spent, so that a run
-    on a lent machine with a hard time limit always leaves a checkpoint behind."""
+    on a lent machine with a hard time limit always leaves a checkpoint behind.
+
+    With a cosine schedule the learning rate follows the budget's clock, not the step count: nobody
+    knows ahead how many steps an unfamiliar machine makes in its minutes, and a cosine cut off
+    half-way never anneals. A resumed run anneals again over its own new budget."""
 
     def __init__(self, minutes: float):
-        self.deadline = time.time() + 60 * minutes
+        self.seconds = 60 * minutes
+        self.deadline = time.time() + self.seconds
 
     def on_step_end(self, args, state, control, **kwargs):
         if time.time() > self.deadline:
             control.should_training_stop = control.should_evaluate = control.should_save = True
+
+    def cosine(self, optimizer: torch.optim.Optimizer, warmup_steps: int) -> LambdaLR:
+        """Linear warm-up over ``warmup_steps``, then cosine from 1 to 0 as the budget runs out."""
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+            spent = min(1.0, 1 - (self.deadline - time.time()) / self.seconds)
+            return warm * 0.5 * (1 + math.cos(math.pi * spent))
+        return LambdaLR(optimizer, factor)
 
 
 class ParserTrainer(Trainer):
     """Trainer with the parser's loss; evaluation returns class scores for the metrics."""
 
     def __init__(self, *args, matching: str, class_weights: torch.Tensor | None, semantic_dice_weight: float = 0.0,
-                 **kwargs):
+                 time_budget: TimeBudget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.matching, self.class_weights = matching, class_weights
         self.semantic_dice_weight = semantic_dice_weight
+        self.time_budget = time_budget
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """A cosine schedule under a time budget runs on the clock (see :class:`TimeBudget`)."""
+        if self.time_budget is None or self.args.lr_scheduler_type != "cosine" or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        self.lr_scheduler = self.time_budget.cosine(optimizer or self.optimizer, warmup)
+        return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels_hw"]
@@ -216,12 +241,13 @@ def main(argv: list[str] | None = None) -> dict:
         (out_dir / "run_args.json").write_text(json.dumps(
             {"data": asdict(data_args), "model": asdict(model_args), "training": train_args.to_dict()},
             indent=1, default=str))
+    budget = TimeBudget(model_args.max_train_minutes) if model_args.max_train_minutes else None
     trainer = ParserTrainer(
         model=model, args=train_args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=collate,
         compute_metrics=metrics_fn(list(labels.names)), preprocess_logits_for_metrics=label_maps_for_metrics,
-        callbacks=[EvalHistory(out_dir / "eval_history.jsonl")]
-        + ([TimeBudget(model_args.max_train_minutes)] if model_args.max_train_minutes else []),
+        callbacks=[EvalHistory(out_dir / "eval_history.jsonl")] + ([budget] if budget else []),
         matching=model_args.matching, class_weights=weights, semantic_dice_weight=model_args.semantic_dice_weight,
+        time_budget=budget,
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(train_args, out_dir))
     reload_best(trainer)
