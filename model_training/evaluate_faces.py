@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--donors", type=int, default=50, help="training photos whose backgrounds become canvases")
     ap.add_argument("--calibrate", type=int, default=0, help="also measure the Haar box's geometry on N training pairs")
     ap.add_argument("--detector", default="blazeface", choices=("blazeface", "haar"), help="for (a)-(c)")
+    ap.add_argument("--min_score", type=float, default=0.5, help="blazeface: lowest face probability kept "
+                    "(FACEPARSE_FACE_MIN_SCORE)")
     ap.add_argument("--min_face", type=float, default=0.05, help="haar: smallest face box / shorter side")
     ap.add_argument("--no_profile", action="store_true", help="haar: frontal cascade only")
     ap.add_argument("--second_pass", action="store_true", help="(a)-(c): parse each face again, framed by its "
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = FaceParser.load(args.model, device=args.device, dtype="float32")
     haar = HaarFaceDetector(min_face=args.min_face, profile=not args.no_profile)
-    blazeface = BlazeFaceDetector()
+    blazeface = BlazeFaceDetector(min_score=args.min_score)
     pipeline = pipeline_for(parser, blazeface if args.detector == "blazeface" else haar, args.second_pass)
     train_base, val_base, train_idx, val_idx = open_dataset(args)
     report: dict = {"model_version": parser.version, "detector": args.detector, "second_pass": args.second_pass,
