@@ -201,8 +201,10 @@ def matched(faces, squares, min_overlap: float = 0.5) -> tuple[int, int]:
     return found, false
 
 
-def evaluate_canvases(parser: FaceParser, pipeline: FacePipeline, canvases: list[Canvas], whole: bool = True) -> dict:
-    """F1 with face finding and parsed whole, detection counts and times over ``canvases``."""
+def evaluate_canvases(parser: FaceParser, pipeline: FacePipeline, canvases: list[Canvas], whole: bool = True,
+                      answers: list | None = None) -> dict:
+    """F1 with face finding and parsed whole, detection counts and times over ``canvases``; each canvas's
+    ``(labels_hw, faces)`` is appended to ``answers`` when given."""
     names = list(parser.labels.names)
     auto_cm, whole_cm = ConfusionMatrix(len(names)), ConfusionMatrix(len(names))
     detect_ms, forward_ms, whole_ms = [], [], []
@@ -210,6 +212,8 @@ def evaluate_canvases(parser: FaceParser, pipeline: FacePipeline, canvases: list
     for canvas in canvases:
         labels_hw, faces, detect_s, forward_s = parse_with_faces(parser, pipeline, canvas.image_hwc)
         auto_cm.update(canvas.truth_hw, labels_hw)
+        if answers is not None:
+            answers.append((labels_hw, faces))
         if whole:
             start = time.perf_counter()
             whole_cm.update(canvas.truth_hw, predict_label_maps(parser, [canvas.image_hwc], canvas.truth_hw.shape)[0])
@@ -262,10 +266,29 @@ def calibrate(dataset, indices, haar: HaarFaceDetector) -> dict:
             "box_width_fraction_p5_p95": [round(float(v), 3) for v in np.percentile(widths, [5, 95])]}
 
 
+def common_faces_f1(canvases: list[Canvas], answers: dict[str, list], names: list[str]) -> dict[str, float]:
+    """Each pipeline's pooled mean F1 inside the squares of the faces that every pipeline finds.
+
+    A case's F1 pools every pixel, so a face that a pipeline finds and parses imperfectly costs it more
+    than a face it misses (its wrong labels count as false positives too): finding more faces can lower
+    the case F1. Here the parses are compared on the same faces. ``answers``: per pipeline, the
+    ``(labels_hw, faces)`` of each canvas, in order."""
+    cms = {name: ConfusionMatrix(len(names)) for name in answers}
+    for c, canvas in enumerate(canvases):
+        for square in canvas.squares:
+            if not all(matched(answers[name][c][1], [square])[0] for name in answers):
+                continue
+            x0, y0, x1, y1 = (max(0, int(round(v))) for v in square)
+            for name, per_canvas in answers.items():
+                cms[name].update(canvas.truth_hw[y0:y1, x0:x1], per_canvas[c][0][y0:y1, x0:x1])
+    return {name: cm.scores(names)["mean_f1_foreground"] for name, cm in cms.items()}
+
+
 def evaluate_cases(parser: FaceParser, pipelines: dict[str, FacePipeline], dataset, pool, donors,
                    count: int, seed: int, names: list[str] | None = None) -> dict:
     """Each of :data:`CASES`: ``count`` canvases of 1-3 faces drawn from the pairs ``pool``, scored with each
-    pipeline (the same canvases for each)."""
+    pipeline (the same canvases for each); with several pipelines, also each one's F1 on the faces all
+    of them find (:func:`common_faces_f1`)."""
     out = {}
     for case in CASES:
         if names and case.name not in names:
@@ -273,9 +296,14 @@ def evaluate_cases(parser: FaceParser, pipelines: dict[str, FacePipeline], datas
         rng = np.random.default_rng(seed)
         chosen = [rng.choice(pool, size=int(rng.integers(1, 4)), replace=False) for _ in range(count)]
         canvases = [make_canvas(rng, [dataset[int(i)] for i in pairs], donors, case) for pairs in chosen]
-        out[case.name] = {name: evaluate_canvases(parser, pipeline, canvases, whole=False)
+        answers: dict[str, list] = {name: [] for name in pipelines}
+        out[case.name] = {name: evaluate_canvases(parser, pipeline, canvases, whole=False, answers=answers[name])
                           for name, pipeline in pipelines.items()}
-        print(case.name, json.dumps({n: {k: r[k] for k in ("recall", "false_detections", "f1_face_finding")}
+        if len(pipelines) > 1:
+            for name, f1 in common_faces_f1(canvases, answers, list(parser.labels.names)).items():
+                out[case.name][name]["f1_faces_all_find"] = f1
+        print(case.name, json.dumps({n: {k: r.get(k) for k in ("recall", "false_detections", "f1_face_finding",
+                                                              "f1_faces_all_find")}
                                      for n, r in out[case.name].items()}), flush=True)
     return out
 
