@@ -161,14 +161,19 @@ stock MaskFormer.
 """
 
 
+def export_weights(checkpoint: str, out_dir: str, image_size: int, version: str, fp16: bool = True):
+    """Checkpoint -> the loadable folder alone, no card: ``(model, folder)``."""
+    model = AutoModelForUniversalSegmentation.from_pretrained(checkpoint, use_safetensors=True, dtype=torch.float32)
+    return model, save_model_folder(model, PreprocessConfig(size=image_size), out_dir, version=version, fp16=fp16)
+
+
 def export_checkpoint(checkpoint: str, out_dir: str, image_size: int, data_args, run_dirs: list[str],
                       command: str, fp16: bool = True, version: str | None = None,
                       reports_dir: str = "reports/export") -> dict:
     """Checkpoint -> model folder + card + reports (JSON, charts, overlays: the overlays show
     dataset photos, so ``reports/`` is git-ignored)."""
-    model = AutoModelForUniversalSegmentation.from_pretrained(checkpoint, use_safetensors=True, dtype=torch.float32)
     version = version or f"face-parser-small-{image_size}"
-    out = save_model_folder(model, PreprocessConfig(size=image_size), out_dir, version=version, fp16=fp16)
+    model, out = export_weights(checkpoint, out_dir, image_size, version, fp16)
     from model_training.datasets.loaders import open_dataset
 
     part = "test" if getattr(data_args, "test_count", 0) else "val"
@@ -203,7 +208,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--fp32", action="store_true", help="keep float32 weights")
     ap.add_argument("--version", default=None, help="model version (config.face_parser_version)")
     ap.add_argument("--command", default="bash model_training/recipes/small-256.sh", help="recorded in the card")
+    ap.add_argument("--weights_only", action="store_true", help="write the folder without the card and its "
+                    "evaluation (on a machine without the evaluation photos; export again there for the card)")
     args = ap.parse_args(argv)
+    if args.weights_only:
+        export_weights(args.checkpoint, args.out, args.image_size, args.version or Path(args.out).name, not args.fp32)
+        print(f"wrote {args.out} (no card)")
+        return {}
     report = export_checkpoint(args.checkpoint, args.out, args.image_size, args, args.run_dir, args.command,
                                fp16=not args.fp32, version=args.version, reports_dir=args.reports)
     print(json.dumps({k: report[k] for k in HEADLINE}))

@@ -11,7 +11,7 @@
 # What travels is built by scripts/prepare_gpu_session.sh (git-excluded .data, .whl, .bench-images).
 # Call: device run, carry [".data", ".whl", ".bench-images"], command: bash scripts/gpu_session.sh,
 # timeout_s 590.
-# Back in $OUT: each model folder as a tar in 15 MB parts, and logs.tgz (logs, histories, figures).
+# Back in $OUT: each model folder as a tar in 15 MB parts, and logs.tgz (logs, evaluation histories, run records).
 # Reassemble: cat model-448.tar.part-* | tar x
 # Usage: [PY=python3] [BUDGET_S=540] [DATA=.data/celebamask-mini] [TRAIN_ARGS=...] bash scripts/gpu_session.sh [device]
 set -u
@@ -26,8 +26,8 @@ LOGS=/tmp/gpu-session-logs  # packed into $OUT/logs.tgz after every phase ($OUT 
 mkdir -p "$OUT" "$LOGS" exports
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 left() { echo $((T0 + BUDGET_S - $(date +%s))); }
-phase() { tar czf "$OUT/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
-          echo "== $(date -u +%T) [$(left) s left] $*" | tee -a "$LOGS/phases.log"; }
+phase() { echo "== $(date -u +%T) [$(left) s left] $*" | tee -a "$LOGS/phases.log"
+          tar czf "$OUT/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"; }
 
 if ls .whl/*.whl >/dev/null 2>&1; then
   phase "installing the carried wheels"
@@ -59,11 +59,9 @@ for size in 448 512; do
   run=runs/small-$size-gpu
   cp $run/eval_history.jsonl $run/split.json $run/run_args.json "$LOGS/" 2>/dev/null
   for f in eval_history.jsonl split.json run_args.json; do mv "$LOGS/$f" "$LOGS/$size-$f" 2>/dev/null; done
-  [ -f $run/model.safetensors ] && "$PY" -c "import sys; from transformers import AutoModelForUniversalSegmentation as M
-from face_parser.modeling import save_model_folder; from face_parser.preprocess import PreprocessConfig
-save_model_folder(M.from_pretrained(sys.argv[1]), PreprocessConfig(size=int(sys.argv[2])), sys.argv[3], version=sys.argv[4])" \
-    $run $size exports/face-parser-small-$size-gpu small-$size-gpu >>"$LOGS/train-$size.log" 2>&1 \
-    && (cd exports && tar c face-parser-small-$size-gpu) | split -b 15M - "$OUT/model-$size.tar.part-"
+  [ -f $run/model.safetensors ] && "$PY" -m model_training.export --checkpoint $run --weights_only \
+    --out exports/face-parser-small-$size-gpu --image_size $size --version small-$size-gpu \
+    >>"$LOGS/train-$size.log" 2>&1 && (cd exports && tar c face-parser-small-$size-gpu) | split -b 15M - "$OUT/model-$size.tar.part-"
 done
 
 phase "3. forward speed, new models"
