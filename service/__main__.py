@@ -8,7 +8,7 @@ import logging
 import uvicorn
 
 from service.app import create_app
-from service.connections import ConnectionGuard, guarded_protocol
+from service.connections import ConnectionGuard, bounded_ws_protocol, guarded_protocol
 from service.settings import get_settings
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings)
     guard = ConnectionGuard(settings, on_reject=app.state.metrics.rejected)
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level, access_log=False,
-                timeout_graceful_shutdown=30, http=guarded_protocol(guard),
+                timeout_graceful_shutdown=30, http=guarded_protocol(guard), ws=bounded_ws_protocol(settings),
                 timeout_keep_alive=settings.keep_alive_timeout_s, ws_max_size=settings.max_upload_bytes)
 
 

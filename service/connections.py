@@ -16,11 +16,13 @@ loopback, the other clients' p99 13x). Held, its sockets cost a descriptor each 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from service.limits import Pace, Refusal, SharedBound, raw_http_response
 from service.settings import Settings
@@ -197,3 +199,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 def guarded_protocol(guard: ConnectionGuard) -> type[GuardedHttpProtocol]:
     """A protocol class for ``uvicorn.run(http=...)`` whose connections share ``guard``."""
     return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"guard": guard})
+
+
+class BoundedSendWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol with a fixed kernel send buffer.
+
+    A live viewer that stops reading is closed once a send has waited ``live_send_timeout_s``; but a send
+    only waits once the kernel's buffers are full, and TCP autotuning lets the send side alone grow to
+    4 MiB: at 15 answers a second of 40 KB, seven seconds of frames processed for no one before the
+    timeout even starts. A fixed buffer makes that bound the setting's, not the kernel's.
+    """
+
+    send_buffer_bytes = 256 * 1024
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        super().connection_made(transport)
+
+
+def bounded_ws_protocol(settings: Settings) -> type[BoundedSendWebSocketProtocol]:
+    """A protocol class for ``uvicorn.run(ws=...)`` with ``settings.live_send_buffer_bytes``."""
+    return type("BoundedSendWebSocketProtocol", (BoundedSendWebSocketProtocol,),
+                {"send_buffer_bytes": settings.live_send_buffer_bytes})

@@ -36,6 +36,8 @@ class Metrics(BatchObserver):
         self.rejections = Counter("faceparse_rejected", "Requests refused by the batcher", ["reason"], registry=r)
         self.model_info = Gauge("faceparse_model_info", "Loaded model", ["version", "device", "dtype"], registry=r)
         self.live_streams = Gauge("faceparse_live_streams", "Open WS /recolor/live streams", registry=r)
+        self.live_closed = Counter("faceparse_live_closed", "WS /recolor/live streams the server ended, by close code",
+                                   ["code"], registry=r)
 
     def queue_depth(self, depth: int) -> None:
         self.depth.set(depth)

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     live_max_frame_pixels: int = Field(2_100_000, ge=1, description="a frame of more pixels closes the stream (1009)")
     live_idle_timeout_s: float = Field(30.0, gt=0, description="a stream silent this long is closed (1008)")
     live_send_timeout_s: float = Field(10.0, gt=0, description="a client that reads nothing for this long is closed")
+    live_send_buffer_bytes: int = Field(256 * 1024, ge=4096, description="kernel send buffer of a live stream's "
+                                        "socket: the unread answers a client that stops reading can hold before "
+                                        "the send timeout starts (left to TCP autotuning, up to 4 MiB)")
     live_detect_every: int = Field(30, ge=1, description="frames between face searches while faces are tracked "
                                    "(a search costs a few frames' time; lost faces are searched at once)")
     live_stats_every_s: float = Field(1.0, gt=0, description="period of the stream's {fps, latency_ms, dropped}")

@@ -74,6 +74,7 @@ async def recolor_live(websocket: WebSocket) -> None:
             app.state.live_streams -= 1
             app.state.metrics.live_streams.dec()
     except StreamClosed as exc:
+        app.state.metrics.live_closed.labels(str(exc.code)).inc()
         await _close(websocket, exc.code, exc.reason)
     except WebSocketDisconnect:
         pass

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from service.live import Frame, LatestFrame
-from tests.conftest import OracleParser, draw_face, parser_like, png_bytes
+from tests.conftest import OracleParser, draw_face, metric, parser_like, png_bytes
 
 WHOLE = {"lip_color": "#2050e0", "lip_intensity": 1.0, "faces": "whole"}
 
@@ -188,6 +188,8 @@ def test_too_many_streams_close_with_1013_and_idle_ones_with_1008(make_client, o
     with client.websocket_connect("/recolor/live") as again:  # the slot was given back
         again.send_text(json.dumps(WHOLE))
         assert receive_until(again, "settings")
+    text = client.get("/metrics").text
+    assert [metric(text, "faceparse_live_closed_total", code=c) for c in ("1013", "1008")] == [1, 1]
 
 
 class SlowOracle(OracleParser):
