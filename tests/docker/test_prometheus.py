@@ -37,7 +37,7 @@ ALERTS_TEST = ROOT / "docker" / "prometheus" / "alerts.test.yml"
 SCRAPE_S = 1
 # Grafana's $__rate_interval for this scrape interval, widened to cover the whole test's traffic.
 RATE_WINDOW = "2m"
-BURST = 24  # concurrent uploads against an admission limit of 2
+BURST = 24  # concurrent uploads against an admission limit of 3
 ROUNDS = 3  # of traffic, a scrape apart: every counter grows between two samples, so rates are not 0
 
 
@@ -143,9 +143,11 @@ async def traffic(base: str) -> None:
 
 def test_prometheus_scrapes_the_service_and_evaluates_the_dashboard(tiny_model_dir, tmp_path):
     with contextlib.ExitStack() as stack:
+        # admission limit 3 (queue 1 + batch 2); a lone photo waits 0.5 s for a second one, so the burst is in
+        # before the first answer however fast this machine parses (one client: the limit, not its share)
         ok_base, ok_port = stack.enter_context(live_server(
-            tiny_model_dir, tmp_path / "ok.log", max_queue_size=1, max_faces=1, max_batch_size=1, inference_workers=1,
-            client_share=1))  # one client sends the burst: the service's limit, not its share, must refuse
+            tiny_model_dir, tmp_path / "ok.log", max_queue_size=1, max_faces=1, max_batch_size=2,
+            max_batch_delay_ms=500, inference_workers=1, client_share=1))
         broken = service_spec(str(tmp_path / "no-model"))
         broken.ready_path = "/healthz"  # it stays up, /readyz says why: what the alert is for
         broken.env["HF_HUB_OFFLINE"] = "1"  # a missing folder is not looked up on the hub

@@ -81,7 +81,10 @@ def test_hair_only_changes_hair_and_leaves_far_pixels_bit_for_bit(oracle_api):
     out = np.asarray(open_image(r.content))
     hair = truth == 13
     near_hair = cv2.dilate(hair.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
-    far = ~near_hair
+    # the oracle's brows (50, 30, 20) are 0.07 from its hair (60, 40, 30) in colour, under 2 of its sigmas: where a
+    # crop's 4 x 4 pooling mixes them it may take a brow for hair, a fault of the oracle, not of the recolouring
+    brows = cv2.dilate(np.isin(truth, [6, 7]).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    far = ~near_hair & ~brows
     assert far.mean() > 0.3
     np.testing.assert_array_equal(out[far], img[far])
     lips = (truth == 11) | (truth == 12)
