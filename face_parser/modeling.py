@@ -186,4 +186,7 @@ def save_model_folder(
     model.float()
     processor = MaskFormerImageProcessorPil(num_labels=len(id2label), **preprocess.to_processor_dict())
     processor.save_pretrained(out)
+    for weights in out.glob("*.safetensors"):
+        # transformers writes weights owner-only (0600): a container's non-root user could not load them
+        weights.chmod(0o644)
     return out

@@ -1,4 +1,5 @@
-"""FaceParser.scores with ``flip``: the mirrored photos in the same pass, mirrored back, left and right swapped."""
+"""face_parser.modeling: the exported folder's files; FaceParser.scores with ``flip`` (the mirrored photos in the
+same pass, mirrored back, left and right swapped)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,11 @@ def test_flip_averages_the_photo_with_its_mirror(tiny_parser):
     expected = (tiny_parser.scores(pixels) + mirror(tiny_parser.scores(pixels.flip(-1)), tiny_parser)) / 2
     torch.testing.assert_close(tiny_parser.scores(pixels, flip=True), expected, rtol=1e-4, atol=1e-5)
     assert tiny_parser.score_images([photo(2)], flip=True)[0].shape == expected.shape[1:]
+
+
+def test_an_exported_folder_is_readable_by_other_users(tiny_model_dir):
+    """The image's service runs as its own non-root user, and a folder may be mounted into it."""
+    from pathlib import Path
+
+    for path in Path(tiny_model_dir).iterdir():
+        assert path.stat().st_mode & 0o044 == 0o044, f"{path.name}: {oct(path.stat().st_mode)}"
