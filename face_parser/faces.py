@@ -59,7 +59,6 @@ CROP_SCALE = 1.55
 CROP_SHIFT = 0.08
 LANDMARK_FRAME_FILE = Path(__file__).with_name("landmark_frame.json")  # python -m model_training.fit_landmark_frame
 SECOND_LOOK_SPAN = 1.5  # the second look's window / the face's celeba_crop: an aligned photo in its whole window
-MIRRORED_POINTS = [EYE_RIGHT, EYE_LEFT, NOSE, MOUTH, EAR_RIGHT, EAR_LEFT]  # a mirrored view's rows, in photo order
 EYES = ("l_eye", "r_eye")
 MOUTH_PARTS = ("mouth", "u_lip", "l_lip")
 
@@ -169,11 +168,11 @@ class LandmarkFrame:
     BlazeFace's eyes and mouth (its mouth point is the mouth's middle, not the
     corners') frame a face less like CelebA-HQ did: on held-out photos, aligned
     or warped onto canvases, the crop of its second-look points is off the
-    training frame's by 2.8-3.0 degrees and its side by 6.2-6.3% (RMS), and the
+    training frame's by 3.2-3.3 degrees and its side by 6.3-6.6% (RMS), and the
     parse suffers. Where all six points sit in that crop (the nose and ears too:
     a face turned sideways, looking up or down) predicts part of that error, so
     the :func:`frame_offset` to the training frame is taken as ``weights @
-    landmark_features + bias``: 1.7-1.9 degrees and 5.2% left.
+    landmark_features + bias``: 1.9-2.6 degrees and 5.2-5.6% left.
     Fitted (ridge) on training photos, aligned and warped, by ``python -m
     model_training.fit_landmark_frame``, which records how and what it measured
     on held-out photos in ``fit``.
@@ -215,31 +214,25 @@ def face_of(found: Detection) -> Face:
 
 def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDetector) -> Detection:
     """``found`` as BlazeFace sees it when it looks at the face alone: upright (turned by the eye line of the
-    first look), at the scale an aligned photo has in the whole-photo search window, and mirrored. The two
-    views' landmarks are averaged; the score is the surest of the three looks.
+    first look) and at the scale an aligned photo has in the whole-photo search window. Its landmarks replace
+    the first look's; its score counts when it is the surer.
 
     In a photo's search windows a face may be a few model pixels wide and turned: the crop its points frame
     is off by 6.3 degrees and 10% of its side (RMS, warped validation photos), and a small, turned or half
-    hidden face may score below ``min_score``. Seen again the crop is off by 3.0 degrees and 6.3%, about as on
-    aligned photos, and a face scores as a face. Costs two passes of the detector (~2.4 ms each) a face.
+    hidden face may score below ``min_score``. Seen again the crop is off by 3.2 degrees and 6.6%, about as on
+    aligned photos, and a face scores as a face. Costs one pass of the detector (~2.4 ms) a face. (A mirrored
+    view averaged in framed the crops better still, 1.9 against 2.6 degrees on aligned photos after the
+    correction, but parsed no better on the evaluation canvases, for a second pass.)
     """
     if found.landmarks is None:
         return found
     first = celeba_crop(found.landmarks[EYE_LEFT], found.landmarks[EYE_RIGHT], found.landmarks[MOUTH])
     window = replace(first, side=first.side * SECOND_LOOK_SPAN)
-    view = crop_face(image_hwc, window, detector.SIZE)
-    looks = []
-    upright = detector.landmarks_in_view(view)
-    if upright is not None:
-        looks.append(upright)
-    mirrored = detector.landmarks_in_view(np.ascontiguousarray(view[:, ::-1]))
-    if mirrored is not None:
-        looks.append((mirrored[0][MIRRORED_POINTS] * [-1, 1] + [detector.SIZE, 0], mirrored[1]))
-    if not looks:
+    seen = detector.landmarks_in_view(crop_face(image_hwc, window, detector.SIZE))
+    if seen is None:
         return found
-    points = np.mean([p for p, _ in looks], axis=0)
-    score = max(found.score, *(s for _, s in looks))
-    return replace(found, score=score, landmarks=window.to_photo(points / detector.SIZE))
+    points, score = seen
+    return replace(found, score=max(found.score, score), landmarks=window.to_photo(points / detector.SIZE))
 
 
 def find_faces(image_hwc: np.ndarray, detector: FaceDetector, max_faces: int = 16) -> list[Face]:
@@ -258,7 +251,7 @@ def find_faces(image_hwc: np.ndarray, detector: FaceDetector, max_faces: int = 1
 def looked_twice(image_hwc: np.ndarray, detector: BlazeFaceDetector, max_looks: int) -> list[Face]:
     """BlazeFace's candidates, surest first, each seen again (:func:`second_look`) and kept when a look was
     ``min_score`` sure of it; a candidate framed on a face already kept, before or after its second look,
-    is the same face found twice. At most ``max_looks`` second looks (two detector passes each)."""
+    is the same face found twice. At most ``max_looks`` second looks (a detector pass each)."""
     faces: list[Face] = []
     looks = 0
     for candidate in sorted(detector.candidates(image_hwc), key=lambda d: -d.score):

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
 
     face_detector: Literal["blazeface", "haar"] = Field(
         "blazeface",
-        description="blazeface: MediaPipe landmark detector, a second look at each face (~17-21 ms a photo); "
+        description="blazeface: MediaPipe landmark detector, a second look at each face (~13-17 ms a photo); "
         "haar: OpenCV cascades (200-400 ms)")
     face_min_score: float = Field(0.5, gt=0, lt=1, description="blazeface: lowest face probability kept, the "
                                   "surest of its looks at a face (in the photo, then alone, upright and mirrored)")

@@ -64,7 +64,7 @@ def test_blazeface_follows_a_turned_photo(blazeface, astronaut, degrees):
 def test_a_second_look_frames_a_small_turned_face_as_in_the_photo_itself(blazeface, astronaut, degrees, scale):
     """The astronaut shrunk and turned on a larger canvas: a face of 20-50 px that the search sees at a few model
     pixels. The crop her second-look points frame lands where the same crop of the photo itself goes under the
-    (known) warp, within 2% of its side, 5 degrees and 6% in size; the first look's points miss by far more."""
+    (known) warp, within 2% of its side, 5 degrees and 8% in size; the first look's points miss by far more."""
     (found,) = blazeface(astronaut)
     reference = landmark_crop(second_look(astronaut, found, blazeface).landmarks, None)
     canvas, warp = warped_astronaut(astronaut, degrees, scale)
@@ -78,7 +78,7 @@ def test_a_second_look_frames_a_small_turned_face_as_in_the_photo_itself(blazefa
                                                                                                 / scale))
 
     first, second = miss(face.landmarks), miss(second_look(canvas, face, blazeface).landmarks)
-    assert all(m < bound for m, bound in zip(second, (0.02, 5.0, 0.06), strict=True)), second
+    assert all(m < bound for m, bound in zip(second, (0.02, 5.0, 0.08), strict=True)), second
     assert max(a / b for a, b in zip(first, second, strict=True)) > 5, (first, second)
 
 
