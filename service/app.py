@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, parser: FaceParser | None = Non
                   description="MaskFormer face parsing (CelebAMask-HQ classes) with lip and hair recolouring.")
     app.state.settings, app.state.parser, app.state.detector, app.state.engine = settings, parser, detector, None
     app.state.not_ready_reason = "model is loading"
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(live_close_codes=live.CLOSE_CODES)
     # Starlette types a handler as taking any Exception, not the class it is registered for: hence the ignores
     app.add_exception_handler(ApiError, api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]

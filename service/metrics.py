@@ -13,13 +13,14 @@ from service.batcher import BatchObserver
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
-LIVE_CLOSE_CODES = ("1008", "1009", "1013")  # policy (key, idle, a client that reads nothing), too big, try later
 
 
 class Metrics(BatchObserver):
     """All service metrics; also the batcher's observer."""
 
-    def __init__(self) -> None:
+    def __init__(self, live_close_codes: Sequence[int] = ()) -> None:
+        """``live_close_codes``: the codes WS /recolor/live ends streams with, exported at 0 from the start so
+        that ``rate()`` has a series before the first close."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("faceparse_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
@@ -39,8 +40,8 @@ class Metrics(BatchObserver):
         self.live_streams = Gauge("faceparse_live_streams", "Open WS /recolor/live streams", registry=r)
         self.live_closed = Counter("faceparse_live_closed", "WS /recolor/live streams the server ended, by close code",
                                    ["code"], registry=r)
-        for code in LIVE_CLOSE_CODES:  # exported at 0 from the start, so rate() has a series before the first close
-            self.live_closed.labels(code)
+        for code in live_close_codes:
+            self.live_closed.labels(str(code))
 
     def queue_depth(self, depth: int) -> None:
         self.depth.set(depth)

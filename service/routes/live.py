@@ -42,6 +42,7 @@ router = APIRouter(tags=["recolor"])
 log = logging.getLogger("service.live")
 
 POLICY, TOO_BIG, TRY_LATER = 1008, 1009, 1013
+CLOSE_CODES = (POLICY, TOO_BIG, TRY_LATER)  # every code the server ends a stream with
 KEY_REQUIRED = ("a valid API key is required: send it as the api_key field of the settings message, "
                 "or as Authorization: Bearer <key> / X-API-Key")
 
