@@ -12,6 +12,9 @@ rounds; latency percentiles are over all rounds' requests. Without ``--images`` 
 drawn by ``tests/conftest.py::draw_face`` (512 x 512 JPEG). The LitServe baseline needs the
 ``bench`` extra. ``--faces whole auto`` measures the service (``ours``) with each ``faces`` mode in
 the same server run (rows ``ours`` and ``ours:auto``); the baselines always parse the photo whole.
+``--neighbour N`` measures every level twice in the same server run, quiet and then next to ``N``
+processes that each keep a core busy at a higher priority (rows ``...+busy``): a shared machine, or a
+container over its CPU quota.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from itertools import product
 from pathlib import Path
 
 import httpx
@@ -35,6 +40,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.model_speed import time_forward
+from benchmarks.neighbour import busy_neighbour
 from benchmarks.servers import SERVERS, ServerSpec, running, server_spec
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import label_map_bounded
@@ -227,17 +233,20 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
                     for mode in args.faces if spec.name == "ours" else ["whole"]:
                         params = {**PARSE_PARAMS, "faces": mode}
                         name = spec.name if mode == "whole" else f"{spec.name}:{mode}"
-                        for concurrency in args.concurrency:
-                            before = await batch_reading(spec, client, base)
-                            result = await run_round(client, base + "/parse", photos, concurrency, args.requests,
-                                                     params)
-                            after = await batch_reading(spec, client, base)
-                            key = (name, concurrency)
+                        for concurrency, busy in product(args.concurrency, [False, True][:1 + bool(args.neighbour)]):
+                            key = (name + ("+busy" if busy else ""), concurrency)
+                            with busy_neighbour(args.neighbour) if busy else nullcontext() as nice:
+                                if busy:
+                                    print(f"busy neighbour: {args.neighbour} spinning processes at nice {nice}")
+                                before = await batch_reading(spec, client, base)
+                                result = await run_round(client, base + "/parse", photos, concurrency,
+                                                         args.requests, params)
+                                after = await batch_reading(spec, client, base)
                             rounds[key].append(result)
                             batched[key] = [total + a - b
                                             for total, a, b in zip(batched[key], after, before, strict=True)]
                             rate = len(result.latencies_s) / result.wall_s
-                            print(f"round {index + 1}: {name} c={concurrency} {rate:.1f}"
+                            print(f"round {index + 1}: {key[0]} c={concurrency} {rate:.1f}"
                                   f" img/s, {result.errors} errors", flush=True)
     stats = []
     for (name, concurrency), results in rounds.items():
@@ -247,13 +256,13 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
     return stats, forwards, agreement
 
 
-HEADER = (f"{'server':<10} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} "
+HEADER = (f"{'server':<15} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} "
           f"{'batch':>6} {'client cpu ms/req':>17}")
 
 
 def format_row(s: LevelStats) -> str:
     batch = f"{s.mean_batch:6.2f}" if s.mean_batch is not None else f"{'-':>6}"
-    return (f"{s.server:<10} {s.concurrency:>4} {s.img_per_s:7.1f} {s.p50_ms:8.1f} {s.p95_ms:8.1f} {s.p99_ms:8.1f} "
+    return (f"{s.server:<15} {s.concurrency:>4} {s.img_per_s:7.1f} {s.p50_ms:8.1f} {s.p95_ms:8.1f} {s.p99_ms:8.1f} "
             f"{s.errors:>6} {batch} {s.client_cpu_ms:17.1f}")
 
 
@@ -281,6 +290,12 @@ def verdict(forward: dict, stats: list[LevelStats], low: int, high: int) -> dict
     if auto_low and ours_low:
         extra = auto_low.p50_ms - ours_low.p50_ms
         out["auto_latency_extra_ms"] = {"value": extra, "target": "<= 40", "met": extra <= 40}
+    for mode in ("ours", "ours:auto"):
+        quiet, busy = by_key.get((mode, low)), by_key.get((mode + "+busy", low))
+        if quiet and busy:
+            ratio = busy.p50_ms / quiet.p50_ms
+            out[f"{mode.replace('ours', 'busy').replace(':', '_')}_p50_ratio"] = {
+                "value": ratio, "target": "<= 2.5", "met": ratio <= 2.5}
     return out
 
 
@@ -290,6 +305,8 @@ VERDICT_LINES = {
     "latency_overhead_ms": ("ours c={low} p50 - batch-1 forward", "{:+.1f} ms", " ms"),
     "auto_throughput_ratio": ("faces=auto / faces=whole at c={high}", "{:.2f}", ""),
     "auto_latency_extra_ms": ("faces=auto p50 - faces=whole p50 at c={low}", "{:+.1f} ms", " ms"),
+    "busy_p50_ratio": ("faces=whole p50 next to the busy neighbour / quiet at c={low}", "{:.2f}x", "x"),
+    "busy_auto_p50_ratio": ("faces=auto p50 next to the busy neighbour / quiet at c={low}", "{:.2f}x", "x"),
 }
 
 
@@ -331,6 +348,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="LitServe's batch_timeout (not 0: LitServe then polls its queue in a busy loop)")
     ap.add_argument("--service-env", nargs="*", default=[], metavar="NAME=VALUE",
                     help="more environment for the service, e.g. FACEPARSE_WORKER_THREADS=4")
+    ap.add_argument("--neighbour", type=int, default=0, metavar="CORES",
+                    help="also measure each level next to processes keeping this many cores busy (rows +busy)")
     ap.add_argument("--log-dir", default=None, help="server logs (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)

@@ -147,8 +147,12 @@ class BlazeFaceDetector:
         height, width = image_hwc.shape[:2]
         if min(height, width) < 1:
             return []
-        found = [self._search(image_hwc, window, min_score) for window in windows(height, width, self.tiles)]
-        points_n82 = np.concatenate([f[0] for f in found])
+        shrink = search_shrink(height, width, self.tiles)
+        view = image_hwc if shrink == 1 else cv2.resize(  # an exact box filter: a view pixel is shrink^2 photo pixels
+            image_hwc[:height - height % shrink, :width - width % shrink], (width // shrink, height // shrink),
+            interpolation=cv2.INTER_AREA)
+        found = [self._search(view, window, min_score) for window in windows(*view.shape[:2], self.tiles)]
+        points_n82 = np.concatenate([f[0] for f in found]) * shrink
         scores_n = np.concatenate([f[1] for f in found])
         if not len(scores_n):
             return []
@@ -229,6 +233,18 @@ def windows(height: int, width: int, tiles: int) -> list[Window]:
         for x in np.linspace(0, max(0, width - tile), tiles).round().astype(int):
             found.append((int(x), int(y), tile, False))
     return found
+
+
+def search_shrink(height: int, width: int, tiles: int) -> int:
+    """The power of two by which a photo is shrunk before its :func:`windows` are searched, the largest that
+    leaves every window at least the model's input: one box filter at an integer factor (0.14 ms for a
+    1024 x 768 photo) instead of one at a fractional factor per window (0.75 ms each), and a phone photo's
+    windows are then cut from a photo a few hundred pixels wide."""
+    finest = max(height, width) * (TILE_SPAN / tiles if tiles > 1 else WHOLE_SPAN)
+    shrink = 1
+    while finest / (2 * shrink) >= BlazeFaceDetector.SIZE and min(height, width) >= 2 * shrink:
+        shrink *= 2
+    return shrink
 
 
 def _iou(box_4: np.ndarray, boxes_n4: np.ndarray) -> np.ndarray:

@@ -59,6 +59,8 @@ CROP_SCALE = 1.55
 CROP_SHIFT = 0.08
 LANDMARK_FRAME_FILE = Path(__file__).with_name("landmark_frame.json")  # python -m model_training.fit_landmark_frame
 SECOND_LOOK_SPAN = 1.5  # the second look's window / the face's celeba_crop: an aligned photo in its whole window
+MAX_LOOKS = 3  # views of one candidate face, at most, after the photo's search
+SETTLED = (0.1, 0.25, math.radians(15))  # a look that moved the frame less (centre / side, log size, angle) is final
 EYES = ("l_eye", "r_eye")
 MOUTH_PARTS = ("mouth", "u_lip", "l_lip")
 
@@ -168,11 +170,11 @@ class LandmarkFrame:
     BlazeFace's eyes and mouth (its mouth point is the mouth's middle, not the
     corners') frame a face less like CelebA-HQ did: on held-out photos, aligned
     or warped onto canvases, the crop of its second-look points is off the
-    training frame's by 3.2-3.3 degrees and its side by 6.3-6.6% (RMS), and the
+    training frame's by 3.0-3.3 degrees and its side by 6.3-6.4% (RMS), and the
     parse suffers. Where all six points sit in that crop (the nose and ears too:
     a face turned sideways, looking up or down) predicts part of that error, so
     the :func:`frame_offset` to the training frame is taken as ``weights @
-    landmark_features + bias``: 1.9-2.6 degrees and 5.2-5.6% left.
+    landmark_features + bias``: 1.7-2.4 degrees and 5.2-5.5% left.
     Fitted (ridge) on training photos, aligned and warped, by ``python -m
     model_training.fit_landmark_frame``, which records how and what it measured
     on held-out photos in ``fit``.
@@ -212,27 +214,46 @@ def face_of(found: Detection) -> Face:
     return Face(box, found.score, landmark_crop(found.landmarks), points)  # type: ignore[arg-type]
 
 
-def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDetector) -> Detection:
-    """``found`` as BlazeFace sees it when it looks at the face alone: upright (turned by the eye line of the
-    first look) and at the scale an aligned photo has in the whole-photo search window. Its landmarks replace
-    the first look's; its score counts when it is the surer.
+def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDetector,
+                max_looks: int = MAX_LOOKS) -> tuple[Detection, float]:
+    """``found`` as BlazeFace sees it when it looks at the face alone, and the surest score of those views
+    (0 when none saw a face there). The view is upright (turned by the eye line of the look before) and at
+    the scale an aligned photo has in the whole-photo search window. The view's landmarks replace the photo
+    search's, and the detection's score is the surest of all looks. When the face a view frames is not the
+    one it was framed on (:func:`settled`), it looks again from there, at most ``max_looks`` views in all.
 
     In a photo's search windows a face may be a few model pixels wide and turned: the crop its points frame
     is off by 6.3 degrees and 10% of its side (RMS, warped validation photos), and a small, turned or half
-    hidden face may score below ``min_score``. Seen again the crop is off by 3.2 degrees and 6.6%, about as on
-    aligned photos, and a face scores as a face. Costs one pass of the detector (~2.4 ms) a face. (A mirrored
-    view averaged in framed the crops better still, 1.9 against 2.6 degrees on aligned photos after the
-    correction, but parsed no better on the evaluation canvases, for a second pass.)
+    hidden face may score below ``min_score``. Seen again the crop is off by 3.0 degrees and 6.4%, about as on
+    aligned photos, and a face scores as a face. Costs one pass of the detector (~2 ms) a view. A photo's
+    search may frame a small turned face two to three times too large; the face then fills a fraction of
+    the view and its points are coarse, hence the views that follow.
+    (A mirrored view averaged in framed the crops better still, 1.9 against 2.6 degrees on aligned photos
+    after the correction, but parsed no better on the evaluation canvases, for a second pass.)
     """
-    if found.landmarks is None:
-        return found
-    first = celeba_crop(found.landmarks[EYE_LEFT], found.landmarks[EYE_RIGHT], found.landmarks[MOUTH])
-    window = replace(first, side=first.side * SECOND_LOOK_SPAN)
-    seen = detector.landmarks_in_view(crop_face(image_hwc, window, detector.SIZE))
-    if seen is None:
-        return found
-    points, score = seen
-    return replace(found, score=max(found.score, score), landmarks=window.to_photo(points / detector.SIZE))
+    best = 0.0
+    for _ in range(max_looks):
+        if found.landmarks is None:
+            break
+        before = celeba_crop(found.landmarks[EYE_LEFT], found.landmarks[EYE_RIGHT], found.landmarks[MOUTH])
+        window = replace(before, side=before.side * SECOND_LOOK_SPAN)
+        seen = detector.landmarks_in_view(crop_face(image_hwc, window, detector.SIZE))
+        if seen is None:
+            break
+        points, score = seen
+        best = max(best, score)
+        found = replace(found, score=max(found.score, score), landmarks=window.to_photo(points / detector.SIZE))
+        if settled(before, found.landmarks):
+            break
+    return found, best
+
+
+def settled(before: Crop, landmarks: np.ndarray) -> bool:
+    """Whether the crop ``landmarks`` frame is close to ``before`` (the view they were seen in was framed on
+    it): within ``SETTLED[0]`` of its side in centre, ``SETTLED[1]`` in log size, ``SETTLED[2]`` in angle."""
+    dx, dy, log_side, turn = frame_offset(before, celeba_crop(landmarks[EYE_LEFT], landmarks[EYE_RIGHT],
+                                                              landmarks[MOUTH]))
+    return math.hypot(dx, dy) < SETTLED[0] and abs(log_side) < SETTLED[1] and abs(turn) < SETTLED[2]
 
 
 def find_faces(image_hwc: np.ndarray, detector: FaceDetector, max_faces: int = 16) -> list[Face]:
@@ -250,8 +271,12 @@ def find_faces(image_hwc: np.ndarray, detector: FaceDetector, max_faces: int = 1
 
 def looked_twice(image_hwc: np.ndarray, detector: BlazeFaceDetector, max_looks: int) -> list[Face]:
     """BlazeFace's candidates, surest first, each seen again (:func:`second_look`) and kept when a look was
-    ``min_score`` sure of it; a candidate framed on a face already kept, before or after its second look,
-    is the same face found twice. At most ``max_looks`` second looks (a detector pass each)."""
+    ``min_score`` sure of it and the second look saw a face there at all; a candidate framed on a face
+    already kept, before or after its second look, is the same face found twice. At most ``max_looks``
+    candidates get a second look.
+
+    A false face the photo's search is sure of is often a cluster of weak candidates merged into one
+    (one 836 px wide scored 0.57 on a canvas of small faces), and seen alone it shows no face at all."""
     faces: list[Face] = []
     looks = 0
     for candidate in sorted(detector.candidates(image_hwc), key=lambda d: -d.score):
@@ -260,9 +285,9 @@ def looked_twice(image_hwc: np.ndarray, detector: BlazeFaceDetector, max_looks: 
         if not apart(face_of(candidate), faces):
             continue
         looks += 1
-        found = second_look(image_hwc, candidate, detector)
+        found, seen = second_look(image_hwc, candidate, detector)
         face = face_of(found)
-        if found.score >= detector.min_score and apart(face, faces):
+        if found.score >= detector.min_score and seen > 0 and apart(face, faces):
             faces.append(face)
     return faces
 

@@ -1,4 +1,4 @@
-"""Build, load and save the parser: a stock Hugging Face MaskFormer.
+"""Build, load and save the parser: a stock Hugging Face MaskFormer (or Mask2Former).
 
 Everything here produces or consumes a standard ``save_pretrained`` folder, so
 ``AutoModelForUniversalSegmentation.from_pretrained(folder)`` loads it with no
@@ -17,8 +17,8 @@ import torch
 from transformers import (
     AutoModelForUniversalSegmentation,
     DetrConfig,
+    Mask2FormerConfig,
     MaskFormerConfig,
-    MaskFormerForInstanceSegmentation,
     MaskFormerImageProcessorPil,
     MaskFormerSwinConfig,
     PreTrainedModel,
@@ -58,6 +58,29 @@ def _small_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerCon
     )
 
 
+def _small_m2f_config(labels: LabelScheme, num_queries: int | None) -> Mask2FormerConfig:
+    """Mask2Former around the small preset's backbone, whose trained weights ``init_backbone`` carries over:
+    its pixel decoder mixes the 1/8, 1/16 and 1/32 features with multi-scale deformable attention (context
+    across scales, where the small preset's FPN only adds them up), and its decoder's masked attention makes
+    each query look at its own class's pixels (Mask2Former converges several times faster than MaskFormer).
+    ~12.7M parameters; a 384 px pass took 105-111 ms on 2 CPU cores where the small preset's took 70-82.
+
+    ``use_auxiliary_loss`` stays on: transformers' Mask2Former reads its decoder's intermediate states in
+    every forward pass and keeps them only when it is on (or hidden states are asked for).
+    """
+    queries = num_queries or len(labels)
+    backbone = ResNetConfig(  # type: ignore[call-arg]
+        embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
+        layer_type="basic", out_features=_STAGES,
+    )
+    return Mask2FormerConfig(  # type: ignore[call-arg]
+        backbone_config=backbone, feature_size=128, mask_feature_size=128, hidden_dim=128,
+        encoder_feedforward_dim=512, encoder_layers=2, decoder_layers=4, num_attention_heads=4,
+        dim_feedforward=512, dropout=0.0, num_queries=queries, use_auxiliary_loss=True,
+        id2label=labels.id2label, label2id=labels.label2id,
+    )
+
+
 def _swin_base_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConfig:
     """The architecture of ``facebook/maskformer-swin-base-ade`` (~102M parameters)."""
     backbone = MaskFormerSwinConfig(  # type: ignore[call-arg]
@@ -85,14 +108,35 @@ def _tiny_config(labels: LabelScheme, num_queries: int | None) -> MaskFormerConf
                             id2label=labels.id2label, label2id=labels.label2id)
 
 
-PRESETS = {"tiny": _tiny_config, "small": _small_config, "swin-base": _swin_base_config}
+def _tiny_m2f_config(labels: LabelScheme, num_queries: int | None) -> Mask2FormerConfig:
+    """The tiny preset's backbone in a Mask2Former: for tests and smoke runs."""
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],  # type: ignore[call-arg]
+                            layer_type="basic", out_features=_STAGES)
+    return Mask2FormerConfig(backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32,  # type: ignore[call-arg]
+                             encoder_feedforward_dim=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
+                             dim_feedforward=64, dropout=0.0, num_queries=num_queries or len(labels),
+                             use_auxiliary_loss=True, id2label=labels.id2label, label2id=labels.label2id)
+
+
+PRESETS = {"tiny": _tiny_config, "small": _small_config, "swin-base": _swin_base_config,
+           "tiny-m2f": _tiny_m2f_config, "small-m2f": _small_m2f_config}
 
 
 def build_model(preset: str, labels: LabelScheme, num_queries: int | None = None) -> PreTrainedModel:
-    """A randomly initialised MaskFormer of a named preset."""
+    """A randomly initialised MaskFormer or Mask2Former of a named preset."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return MaskFormerForInstanceSegmentation(PRESETS[preset](labels, num_queries))
+    return AutoModelForUniversalSegmentation.from_config(PRESETS[preset](labels, num_queries))
+
+
+def init_backbone(model: PreTrainedModel, folder: str) -> None:
+    """Start ``model``'s backbone from a trained model folder's (a MaskFormer's or a Mask2Former's with the
+    same backbone config): a new decoder then learns on features that already know faces."""
+    source = AutoModelForUniversalSegmentation.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+    try:
+        model.model.pixel_level_module.encoder.load_state_dict(source.model.pixel_level_module.encoder.state_dict())
+    except RuntimeError as exc:  # a different backbone: say which folder, not only which tensors
+        raise ValueError(f"{folder}: its backbone does not fit this model's: {exc}") from exc
 
 
 def init_from_pretrained(name_or_path: str, labels: LabelScheme) -> PreTrainedModel:
@@ -177,7 +221,8 @@ def save_model_folder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.config.face_parser_version = version
-    model.config.use_auxiliary_loss = False
+    if model.config.model_type == "maskformer":  # Mask2Former needs it at inference (_small_m2f_config)
+        model.config.use_auxiliary_loss = False
     id2label = model.config.id2label
     if not id2label:
         raise ValueError("the model config has no id2label: build the model with build_model()")

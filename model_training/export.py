@@ -20,6 +20,7 @@ from transformers import AutoModelForUniversalSegmentation
 
 from face_parser.modeling import FaceParser, save_model_folder
 from face_parser.preprocess import PreprocessConfig
+from model_training.curves import read_history, training_curve
 from model_training.evaluate import HEADLINE, evaluate_parser, write_report
 
 LICENCE_NOTE = (
@@ -28,52 +29,23 @@ LICENCE_NOTE = (
 )
 
 
-def read_history(history_file: Path) -> list[dict]:
-    rows = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()]
-    return [r for r in rows if "eval_mean_f1_foreground" in r]
-
-
-def training_curve(history_files: list[Path], out_png: Path) -> None:
-    """Validation mean F1 (eval mode) against epochs, one colour per training phase (run folder)
-    with its wall-clock time in the legend; a phase that fine-tunes the previous one continues
-    its epoch axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    offset = 0.0
-    for path in history_files:
-        rows = read_history(path)
-        if not rows:
-            continue
-        epochs = [offset + r["epoch"] for r in rows]
-        label = f"{path.parent.name} ({rows[-1]['elapsed_s'] / 60:.0f} min)"
-        line, = ax.plot(epochs, [r["eval_mean_f1_foreground"] for r in rows], "o-", ms=3, label=f"mean F1, {label}")
-        ax.plot(epochs, [r.get("eval_f1_u_lip", 0) for r in rows], ".--", lw=1, color=line.get_color(), alpha=0.5)
-        offset = epochs[-1]
-    ax.axhline(0.72, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("epoch (phases continue one another); dashed: F1 u_lip")
-    ax.set_ylabel("validation F1 (eval mode)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-
-
 def describe_architecture(model) -> list[str]:
-    """Bullet lines read from the model's own config."""
-    cfg, dec = model.config, model.config.decoder_config
+    """Bullet lines read from the model's own config (MaskFormer or Mask2Former)."""
+    cfg = model.config
     bb = cfg.backbone_config
     depths = "-".join(map(str, getattr(bb, "depths", []) or []))
     widths = getattr(bb, "hidden_sizes", None) or getattr(bb, "embed_dim", "?")
-    decoder = f"{dec.model_type} decoder, {dec.decoder_layers} layers, d_model {dec.d_model}, dropout {dec.dropout}"
+    if cfg.model_type == "mask2former":
+        pixel_decoder = (f"multi-scale deformable attention, {cfg.encoder_layers} layers, {cfg.feature_size} "
+                         f"channels; mask features {cfg.mask_feature_size}")
+        decoder = f"masked attention, {cfg.decoder_layers - 1} layers, hidden {cfg.hidden_dim}, dropout {cfg.dropout}"
+    else:
+        dec = cfg.decoder_config
+        pixel_decoder = f"FPN, {cfg.fpn_feature_size} channels; mask features {cfg.mask_feature_size}"
+        decoder = f"{dec.model_type} decoder, {dec.decoder_layers} layers, d_model {dec.d_model}, dropout {dec.dropout}"
     return [
         f"backbone: {bb.model_type} (depths {depths}, widths {widths})",
-        f"pixel decoder: FPN, {cfg.fpn_feature_size} channels; mask features {cfg.mask_feature_size}",
+        f"pixel decoder: {pixel_decoder}",
         f"transformer decoder: {decoder}",
         f"queries: {cfg.num_queries}; parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
     ]
@@ -118,12 +90,12 @@ def model_card(model, report: dict, command: str, version: str, size: int, run_d
     return f"""---
 library_name: transformers
 pipeline_tag: image-segmentation
-tags: [face-parsing, maskformer, celebamask-hq]
+tags: [face-parsing, {model.config.model_type}, celebamask-hq]
 license: other
 ---
 # {version}
 
-A `MaskFormerForInstanceSegmentation` face parser for the 19 CelebAMask-HQ classes
+A `{type(model).__name__}` face parser for the 19 CelebAMask-HQ classes
 (`config.id2label`). Stock Hugging Face folder: load it with
 `AutoModelForUniversalSegmentation.from_pretrained(folder)` and
 `AutoImageProcessor.from_pretrained(folder)`; `post_process_semantic_segmentation`
@@ -141,8 +113,8 @@ Phases, in order (read from each run folder):
 
 Query `k` is assigned to class `k` during training (fixed matching instead of Hungarian
 matching) with mask BCE + dice, a per-pixel cross-entropy on the post-processed class
-probabilities and, where listed, a soft Dice on them. The loss is training-only: inference is
-stock MaskFormer.
+probabilities and, where listed, a soft Dice on them (a Mask2Former: on every decoder layer's
+prediction). The loss is training-only: inference is stock {type(model).__name__}.
 
 ```
 {command}

@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from face_parser.modeling import build_model, init_from_pretrained, save_model_folder
+from face_parser.modeling import build_model, init_backbone, init_from_pretrained, save_model_folder
 from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
@@ -73,6 +73,8 @@ class ModelArguments:
     preset: str = field(default="small",
                         metadata={"help": "architecture when training from scratch: small | swin-base"})
     init_from: str | None = field(default=None, metadata={"help": "save_pretrained folder or hub id to fine-tune"})
+    init_backbone_from: str | None = field(default=None, metadata={
+        "help": "model folder whose backbone starts the preset's (same backbone, e.g. small -> small-m2f)"})
     num_queries: int | None = field(default=None, metadata={"help": "queries (default: classes for small)"})
     matching: str = field(default="fixed", metadata={"help": "fixed (query k = class k) | hungarian (stock loss)"})
     class_weight_power: float = field(default=0.5, metadata={"help": "0 = no class balancing"})
@@ -136,9 +138,12 @@ class ParserTrainer(Trainer):
             out = model(pixel_values=inputs["pixel_values"], mask_labels=mask_labels, class_labels=class_labels)
             loss = out.loss + semantic_ce(out.class_queries_logits, out.masks_queries_logits, labels, weights)
         else:
-            out = model(pixel_values=inputs["pixel_values"])
-            loss = fixed_assignment_loss(out.class_queries_logits, out.masks_queries_logits, labels, weights,
-                                         semantic_dice_weight=self.semantic_dice_weight)
+            deep = model.config.model_type == "mask2former"  # every decoder layer's prediction is supervised
+            out = model(pixel_values=inputs["pixel_values"], **({"output_auxiliary_logits": True} if deep else {}))
+            predictions = [(out.class_queries_logits, out.masks_queries_logits)]
+            predictions += [(a["class_queries_logits"], a["masks_queries_logits"]) for a in out.auxiliary_logits or []]
+            loss = sum(fixed_assignment_loss(c, m, labels, weights, semantic_dice_weight=self.semantic_dice_weight)
+                       for c, m in predictions)
         outputs = {"class_queries_logits": out.class_queries_logits, "masks_queries_logits": out.masks_queries_logits}
         return (loss, outputs) if return_outputs else loss
 
@@ -233,6 +238,11 @@ def main(argv: list[str] | None = None) -> dict:
     labels = train_ds.base.labels
     model = (init_from_pretrained(model_args.init_from, labels) if model_args.init_from
              else build_model(model_args.preset, labels, model_args.num_queries))
+    if model_args.init_backbone_from:
+        try:
+            init_backbone(model, model_args.init_backbone_from)
+        except (OSError, ValueError) as exc:
+            sys.exit(f"--init_backbone_from: {exc}")
     weights = balanced_class_weights(freq, model_args.class_weight_power) if model_args.class_weight_power else None
     out_dir = Path(train_args.output_dir)
     if train_args.process_index == 0:

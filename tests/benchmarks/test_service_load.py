@@ -56,3 +56,13 @@ def test_verdict_compares_faces_auto_with_faces_whole_in_the_same_run():
     v = verdict(forward, stats, low=1, high=16)
     assert v["auto_throughput_ratio"] == {"value": 0.55, "target": ">= 0.6", "met": False}
     assert v["auto_latency_extra_ms"] == {"value": 50.0, "target": "<= 40", "met": False}
+
+
+def test_verdict_compares_each_mode_next_to_the_busy_neighbour_with_itself_quiet():
+    forward = {1: {"ms_per_image": 50.0, "img_per_s": 20.0}}
+    stats = [level("ours", 1, 12.0, 80.0, 90.0), level("ours+busy", 1, 5.0, 160.0, 300.0),
+             level("ours:auto", 1, 10.0, 100.0, 150.0), level("ours:auto+busy", 1, 2.0, 400.0, 900.0)]
+    v = verdict(forward, stats, low=1, high=1)
+    assert v["busy_p50_ratio"] == {"value": 2.0, "target": "<= 2.5", "met": True}
+    assert v["busy_auto_p50_ratio"] == {"value": 4.0, "target": "<= 2.5", "met": False}
+

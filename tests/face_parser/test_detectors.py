@@ -17,9 +17,10 @@ from face_parser.detectors import (
     Detection,
     HaarFaceDetector,
     as_detection,
+    search_shrink,
     suppress_overlaps,
 )
-from face_parser.faces import find_faces, landmark_crop, second_look
+from face_parser.faces import celeba_crop, find_faces, landmark_crop, second_look, settled
 from tests.face_parser.test_faces import FACE_X, face_canvas
 
 
@@ -66,7 +67,7 @@ def test_a_second_look_frames_a_small_turned_face_as_in_the_photo_itself(blazefa
     pixels. The crop her second-look points frame lands where the same crop of the photo itself goes under the
     (known) warp, within 2% of its side, 5 degrees and 8% in size; the first look's points miss by far more."""
     (found,) = blazeface(astronaut)
-    reference = landmark_crop(second_look(astronaut, found, blazeface).landmarks, None)
+    reference = landmark_crop(second_look(astronaut, found, blazeface)[0].landmarks, None)
     canvas, warp = warped_astronaut(astronaut, degrees, scale)
     cx, cy = warp @ [reference.cx, reference.cy, 1]
     face = min(blazeface(canvas), key=lambda d: math.hypot(d.box[0] + d.box[2] / 2 - cx, d.box[1] + d.box[3] / 2 - cy))
@@ -77,7 +78,7 @@ def test_a_second_look_frames_a_small_turned_face_as_in_the_photo_itself(blazefa
         return math.hypot(crop.cx - cx, crop.cy - cy) / crop.side, abs(turn), abs(math.log(crop.side / reference.side
                                                                                                 / scale))
 
-    first, second = miss(face.landmarks), miss(second_look(canvas, face, blazeface).landmarks)
+    first, second = miss(face.landmarks), miss(second_look(canvas, face, blazeface)[0].landmarks)
     assert all(m < bound for m, bound in zip(second, (0.02, 5.0, 0.08), strict=True)), second
     assert max(a / b for a, b in zip(first, second, strict=True)) > 5, (first, second)
 
@@ -107,10 +108,50 @@ def test_candidates_a_second_look_moves_onto_one_face_give_one_face(blazeface, a
     assert len(find_faces(canvas, blazeface)) == 1
 
 
+@pytest.mark.parametrize("shape, shrink", [((512, 512), 1), ((768, 1024), 2), ((3000, 4000), 8), ((1, 2000), 1),
+                                           ((300, 400), 1)])
+def test_a_photo_is_shrunk_by_a_power_of_two_that_keeps_every_window_at_least_the_model_input(shape, shrink):
+    assert search_shrink(*shape, tiles=2) == shrink
+    finest = max(shape) * 1.1 / 2 / shrink  # a tile's side in the shrunk photo
+    assert finest >= BlazeFaceDetector.SIZE or shrink == 1
+
+
+def test_a_large_photo_shrunk_once_finds_the_face_where_the_photo_has_it(blazeface, astronaut):
+    """The astronaut on a 2048 x 1536 canvas, searched on a copy 4x smaller: her box and points come back in
+    the photo's own pixels, where the same face on a 512-px-scale copy of the canvas puts them (x4)."""
+    canvas = np.full((1536, 2048, 3), 120, np.uint8)
+    canvas[512:1024, 768:1280] = astronaut
+    assert search_shrink(1536, 2048, blazeface.tiles) == 4
+    (face,) = blazeface(canvas)
+    (reference,) = blazeface(cv2.resize(canvas, (512, 384), interpolation=cv2.INTER_AREA))
+    assert np.abs(face.landmarks - reference.landmarks * 4).max() < 4
+    assert face.box == pytest.approx(tuple(4 * v for v in reference.box), abs=4)
+
+
+def test_a_look_is_settled_when_its_points_frame_the_crop_it_was_framed_on():
+    eyes_mouth = np.array([[40.0, 50.0], [60.0, 50.0], [50.0, 60.0], [50.0, 72.0], [30.0, 55.0], [70.0, 55.0]])
+    crop = celeba_crop(eyes_mouth[EYE_LEFT], eyes_mouth[EYE_RIGHT], eyes_mouth[MOUTH])
+    assert settled(crop, eyes_mouth)
+    assert settled(crop, eyes_mouth + 1.0)  # 1 px of 80: the same frame
+    assert not settled(crop, (eyes_mouth - 50) * 1.5 + 50)  # the face half as large again
+    turned = cv2.transform(eyes_mouth[None], cv2.getRotationMatrix2D((50, 60), 20, 1.0))[0]
+    assert not settled(crop, turned)
+
+
+def test_a_face_is_kept_only_when_its_second_look_sees_a_face_there(astronaut):
+    """However sure the photo's search is (the astronaut: 0.9), a face that the second look, seeing it alone,
+    does not see at all is not kept."""
+    blind = BlazeFaceDetector()
+    blind.landmarks_in_view = lambda view: None  # type: ignore[method-assign]
+    assert blind(astronaut)[0].score > 0.8
+    assert find_faces(astronaut, blind) == []
+    assert len(find_faces(astronaut, BlazeFaceDetector())) == 1
+
+
 def test_a_second_look_keeps_the_first_when_it_sees_no_face(blazeface):
     found = Detection((10, 10, 40, 40), 0.9, np.array([[20, 25], [40, 25], [30, 35], [30, 42], [12, 30], [48, 30]],
                                                        np.float64))
-    assert second_look(np.full((300, 300, 3), 128, np.uint8), found, blazeface) is found
+    assert second_look(np.full((300, 300, 3), 128, np.uint8), found, blazeface) == (found, 0.0)
     assert blazeface.landmarks_in_view(np.full((192, 192, 3), 128, np.uint8)) is None
 
 

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
 
 from face_parser.labels import CELEBAMASK_HQ_SCHEME, LabelScheme
+from face_parser.modeling import FaceParser, build_model, init_backbone, save_model_folder
 from face_parser.postprocess import class_probabilities, label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig, to_pixel_values
 from tests.conftest import TINY_INPUT, draw_face
 
 
-def test_stock_processor_and_postprocess_match_ours(tiny_model_dir, tiny_parser):
+@pytest.fixture(scope="module")
+def tiny_m2f_dir(tmp_path_factory) -> str:
+    """An exported (fp16) tiny random Mask2Former folder."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-m2f")
+    save_model_folder(build_model("tiny-m2f", CELEBAMASK_HQ_SCHEME), PreprocessConfig(size=TINY_INPUT), out,
+                      version="tiny-m2f-test", fp16=True)
+    return str(out)
+
+
+@pytest.mark.parametrize("folder", ["tiny_model_dir", "tiny_m2f_dir"])
+def test_stock_processor_and_postprocess_match_ours(request, folder):
+    tiny_model_dir = request.getfixturevalue(folder)
     image, _ = draw_face(150, seed=3)
     processor = AutoImageProcessor.from_pretrained(tiny_model_dir)
     stock_pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
@@ -26,6 +40,27 @@ def test_stock_processor_and_postprocess_match_ours(tiny_model_dir, tiny_parser)
     stock = processor.post_process_semantic_segmentation(out, target_sizes=[(150, 150)])[0]
     mine = label_map(semantic_scores(out.class_queries_logits, out.masks_queries_logits), size=(150, 150))[0]
     np.testing.assert_array_equal(stock.numpy(), mine.numpy())
+
+
+def test_a_mask2former_folder_loads_as_one_and_parses(tiny_m2f_dir):
+    parser = FaceParser.load(tiny_m2f_dir, device="cpu")
+    assert type(parser.model).__name__ == "Mask2FormerForUniversalSegmentation"
+    assert parser.labels == CELEBAMASK_HQ_SCHEME and parser.version == "tiny-m2f-test"
+    image, _ = draw_face(150, seed=4)
+    (scores,) = parser.score_images([image])
+    assert scores.shape == (len(CELEBAMASK_HQ_SCHEME), TINY_INPUT // 4, TINY_INPUT // 4)
+
+
+def test_a_backbone_carries_over_into_a_mask2former(tiny_model_dir):
+    """``--init_backbone_from``: a trained MaskFormer's backbone starts a Mask2Former's; any other is refused."""
+    model = build_model("tiny-m2f", CELEBAMASK_HQ_SCHEME)
+    init_backbone(model, tiny_model_dir)
+    source = AutoModelForUniversalSegmentation.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    theirs = source.model.pixel_level_module.encoder.state_dict()
+    for name, tensor in model.model.pixel_level_module.encoder.state_dict().items():
+        torch.testing.assert_close(tensor, theirs[name])
+    with pytest.raises(ValueError, match="tiny-model.*does not fit"):
+        init_backbone(build_model("small-m2f", CELEBAMASK_HQ_SCHEME), tiny_model_dir)
 
 
 def test_class_probabilities_sum_to_one_and_keep_argmax():

@@ -1,4 +1,5 @@
-"""A tiny MaskFormer must really learn on a tiny synthetic set, then survive export and reload."""
+"""A tiny MaskFormer, and a tiny Mask2Former, must really learn on a tiny synthetic set, then survive export and
+reload."""
 
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ class Args:
 
 
 @pytest.mark.slow
-def test_tiny_model_learns_then_exports_identically(tmp_path):
+@pytest.mark.parametrize("preset", ["tiny", "tiny-m2f"])
+def test_tiny_model_learns_then_exports_identically(tmp_path, preset):
     data = tmp_path / "data"
     write_cartoon_set(data, 20)
     run = tmp_path / "run"
-    common = ["--dataset", "folder", "--data_dir", str(data), "--val_count", "4", "--preset", "tiny",
+    common = ["--dataset", "folder", "--data_dir", str(data), "--val_count", "4", "--preset", preset,
               "--image_size", "64", "--output_dir", str(run), "--per_device_train_batch_size", "8",
               "--per_device_eval_batch_size", "4", "--learning_rate", "1e-2", "--report_to", "none",
               "--save_strategy", "no", "--eval_strategy", "no", "--logging_steps", "10",
@@ -53,7 +55,8 @@ def test_tiny_model_learns_then_exports_identically(tmp_path):
                                reports_dir=str(tmp_path / "reports"))
     card = (export / "README.md").read_text()
     assert card.count("| hair |") == 1 and "val split, 4 pairs" in card
-    assert "from scratch (tiny)" in card and "input 64 px" in card  # facts of this run, not of another
+    assert f"from scratch ({preset})" in card and "input 64 px" in card  # facts of this run, not of another
+    assert ("Mask2FormerForUniversalSegmentation" in card) == (preset == "tiny-m2f")
     assert (tmp_path / "reports" / "confusion.png").is_file() and 0 < report["per_image_f"] <= 1
     tested = export_checkpoint(str(run), str(tmp_path / "export-test"), 64, Args(data, test_count=2), [str(run)],
                                "test", fp16=False, reports_dir=str(tmp_path / "reports-test"))

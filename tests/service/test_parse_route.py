@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from tests.conftest import draw_face, parser_like, png_bytes
+from face_parser.labels import CELEBAMASK_HQ_SCHEME
+from face_parser.modeling import build_model, save_model_folder
+from face_parser.preprocess import PreprocessConfig
+from tests.conftest import TINY_INPUT, _client_factory, draw_face, parser_like, png_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
 
@@ -173,3 +176,16 @@ def test_the_flip_setting_reaches_every_forward_pass(make_client, tiny_parser, f
     response = post_parse(client, png_bytes(draw_face(96)[0]), format="png")
     assert response.status_code == 200
     assert seen and set(seen) == {flip}  # warm-up and the request alike
+
+
+def test_a_mask2former_folder_is_served_like_a_maskformer_one(tmp_path):
+    save_model_folder(build_model("tiny-m2f", CELEBAMASK_HQ_SCHEME), PreprocessConfig(size=TINY_INPUT), tmp_path,
+                      version="tiny-m2f")
+    factory, close = _client_factory(str(tmp_path))
+    try:
+        r = post_parse(factory(), png_bytes(photo()), format="png")
+    finally:
+        close()
+    assert r.status_code == 200, r.text
+    labels = np.asarray(open_png(r.content))
+    assert labels.shape == (90, 120) and labels.max() < N_CLASSES
