@@ -151,7 +151,7 @@ class BlazeFaceDetector:
         view = image_hwc if shrink == 1 else cv2.resize(  # an exact box filter: a view pixel is shrink^2 photo pixels
             image_hwc[:height - height % shrink, :width - width % shrink], (width // shrink, height // shrink),
             interpolation=cv2.INTER_AREA)
-        found = [self._search(view, window, min_score) for window in windows(*view.shape[:2], self.tiles)]
+        found = [self._search(view, window, min_score) for window in windows(view.shape[0], view.shape[1], self.tiles)]
         points_n82 = np.concatenate([f[0] for f in found]) * shrink
         scores_n = np.concatenate([f[1] for f in found])
         if not len(scores_n):

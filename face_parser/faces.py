@@ -242,8 +242,9 @@ def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDete
             break
         points, score = seen
         best = max(best, score)
-        found = replace(found, score=max(found.score, score), landmarks=window.to_photo(points / detector.SIZE))
-        if settled(before, found.landmarks):
+        landmarks = window.to_photo(points / detector.SIZE)
+        found = replace(found, score=max(found.score, score), landmarks=landmarks)
+        if settled(before, landmarks):
             break
     return found, best
 

@@ -73,7 +73,7 @@ def _small_m2f_config(labels: LabelScheme, num_queries: int | None) -> Mask2Form
         embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
         layer_type="basic", out_features=_STAGES,
     )
-    return Mask2FormerConfig(  # type: ignore[call-arg]
+    return Mask2FormerConfig(
         backbone_config=backbone, feature_size=128, mask_feature_size=128, hidden_dim=128,
         encoder_feedforward_dim=512, encoder_layers=2, decoder_layers=4, num_attention_heads=4,
         dim_feedforward=512, dropout=0.0, num_queries=queries, use_auxiliary_loss=True,
@@ -112,7 +112,7 @@ def _tiny_m2f_config(labels: LabelScheme, num_queries: int | None) -> Mask2Forme
     """The tiny preset's backbone in a Mask2Former: for tests and smoke runs."""
     backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],  # type: ignore[call-arg]
                             layer_type="basic", out_features=_STAGES)
-    return Mask2FormerConfig(backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32,  # type: ignore[call-arg]
+    return Mask2FormerConfig(backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32,
                              encoder_feedforward_dim=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
                              dim_feedforward=64, dropout=0.0, num_queries=num_queries or len(labels),
                              use_auxiliary_loss=True, id2label=labels.id2label, label2id=labels.label2id)
