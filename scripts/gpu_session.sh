@@ -15,6 +15,9 @@
 # Back in $OUT: each model folder as a tar in 15 MB parts, and logs.tgz (logs, evaluation histories, run records).
 # Reassemble: cat model-m2f.tar.part-* | tar x
 # Usage: [PY=python3] [BUDGET_S=540] [DATA=.data/celebamask-mini] [TRAIN_ARGS=...] bash scripts/gpu_session.sh [device]
+# A dry run on a CPU machine (device cpu) needs TRAIN_ARGS="--tf32 false --bf16 false": TF32 is a GPU mode.
+# Its phases are sized for a GPU: on 2 CPU cores a 420 s budget trains 14 steps and runs out of time in the
+# final evaluation, before the export (run by hand there: python -m model_training.export --weights_only ...).
 set -u
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
