@@ -62,7 +62,8 @@ def _small_m2f_config(labels: LabelScheme, num_queries: int | None) -> Mask2Form
     """Mask2Former around the small preset's backbone, whose trained weights ``init_backbone`` carries over:
     its pixel decoder mixes the 1/8, 1/16 and 1/32 features with multi-scale deformable attention (context
     across scales, where the small preset's FPN only adds them up), and its decoder's masked attention makes
-    each query look at its own class's pixels (Mask2Former converges several times faster than MaskFormer).
+    each query look at its own class's pixels (on v3's backbone it reached 0.70 validation F1 in 15 CPU
+    minutes, where the small preset's new decoder reached 0.60: README, "Mask2Former against MaskFormer").
     ~12.7M parameters; a 384 px pass took 105-111 ms on 2 CPU cores where the small preset's took 70-82.
 
     ``use_auxiliary_loss`` stays on: transformers' Mask2Former reads its decoder's intermediate states in

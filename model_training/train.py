@@ -71,7 +71,8 @@ class DataArguments:
 @dataclass
 class ModelArguments:
     preset: str = field(default="small",
-                        metadata={"help": "architecture when training from scratch: small | swin-base"})
+                        metadata={"help": "architecture when training from scratch: small | small-m2f | swin-base "
+                                          "(tiny, tiny-m2f: tests)"})
     init_from: str | None = field(default=None, metadata={"help": "save_pretrained folder or hub id to fine-tune"})
     init_backbone_from: str | None = field(default=None, metadata={
         "help": "model folder whose backbone starts the preset's (same backbone, e.g. small -> small-m2f)"})
@@ -138,7 +139,8 @@ class ParserTrainer(Trainer):
             out = model(pixel_values=inputs["pixel_values"], mask_labels=mask_labels, class_labels=class_labels)
             loss = out.loss + semantic_ce(out.class_queries_logits, out.masks_queries_logits, labels, weights)
         else:
-            deep = model.config.model_type == "mask2former"  # every decoder layer's prediction is supervised
+            # every decoder layer's prediction is supervised (self.model: ``model`` may be a DDP wrapper)
+            deep = self.model.config.model_type == "mask2former"
             out = model(pixel_values=inputs["pixel_values"], **({"output_auxiliary_logits": True} if deep else {}))
             predictions = [(out.class_queries_logits, out.masks_queries_logits)]
             predictions += [(a["class_queries_logits"], a["masks_queries_logits"]) for a in out.auxiliary_logits or []]
