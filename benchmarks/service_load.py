@@ -218,6 +218,7 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
     rounds: dict[tuple[str, int], list[RoundResult]] = defaultdict(list)
     batched: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0.0])  # requests, forward passes
     forwards, agreement = [], {}
+    neighbours = (False, True) if args.neighbour else (False,)  # each level quiet, then next to the neighbour
     limits = httpx.Limits(max_connections=max(args.concurrency), max_keepalive_connections=max(args.concurrency))
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         for index in range(args.rounds):
@@ -233,7 +234,7 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
                     for mode in args.faces if spec.name == "ours" else ["whole"]:
                         params = {**PARSE_PARAMS, "faces": mode}
                         name = spec.name if mode == "whole" else f"{spec.name}:{mode}"
-                        for concurrency, busy in product(args.concurrency, [False, True][:1 + bool(args.neighbour)]):
+                        for concurrency, busy in product(args.concurrency, neighbours):
                             key = (name + ("+busy" if busy else ""), concurrency)
                             with busy_neighbour(args.neighbour) if busy else nullcontext() as nice:
                                 if busy:

@@ -232,10 +232,11 @@ def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDete
     after the correction, but parsed no better on the evaluation canvases, for a second pass.)
     """
     best = 0.0
+    landmarks = found.landmarks
+    if landmarks is None:
+        return found, best
     for _ in range(max_looks):
-        if found.landmarks is None:
-            break
-        before = celeba_crop(found.landmarks[EYE_LEFT], found.landmarks[EYE_RIGHT], found.landmarks[MOUTH])
+        before = celeba_crop(landmarks[EYE_LEFT], landmarks[EYE_RIGHT], landmarks[MOUTH])
         window = replace(before, side=before.side * SECOND_LOOK_SPAN)
         seen = detector.landmarks_in_view(crop_face(image_hwc, window, detector.SIZE))
         if seen is None:

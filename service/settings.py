@@ -82,7 +82,8 @@ class Settings(BaseSettings):
         description="blazeface: MediaPipe landmark detector, a second look at each face (~13-17 ms a photo); "
         "haar: OpenCV cascades (200-400 ms)")
     face_min_score: float = Field(0.5, gt=0, lt=1, description="blazeface: lowest face probability kept, the "
-                                  "surest of its looks at a face (in the photo, then alone and upright)")
+                                  "surest of its looks at a face (in the photo, then alone and upright); a face "
+                                  "is kept only when its look alone sees a face there")
     face_min_size: float = Field(0.05, gt=0, le=1, description="haar: smallest face found / the photo's shorter side")
     face_detect_max_side: int = Field(800, ge=64,
                                       description="haar: faces are searched on the photo shrunk to this side")

@@ -66,6 +66,16 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_m2f_dir(tmp_path_factory) -> str:
+    """The same as :func:`tiny_model_dir`, a Mask2Former (``build_model("tiny-m2f")``)."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-m2f")
+    save_model_folder(build_model("tiny-m2f", CELEBAMASK_HQ_SCHEME), PreprocessConfig(size=TINY_INPUT), out,
+                      version="tiny-m2f-test", fp16=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def tiny_parser(tiny_model_dir) -> FaceParser:
     return FaceParser.load(tiny_model_dir, device="cpu")
 
@@ -79,7 +89,7 @@ def make_settings(model_dir: str, **overrides) -> Settings:
     return Settings(**{**base, **overrides})
 
 
-def _client_factory(model_dir: str):
+def client_factory(model_dir: str):
     """``(factory, close)``: the factory returns entered TestClients (lifespan ran); close exits them."""
     clients = []
 
@@ -100,7 +110,7 @@ def _client_factory(model_dir: str):
 @pytest.fixture
 def make_client(tiny_model_dir):
     """Factory: an entered TestClient over an app with the given settings overrides."""
-    factory, close = _client_factory(tiny_model_dir)
+    factory, close = client_factory(tiny_model_dir)
     yield factory
     close()
 
@@ -167,7 +177,7 @@ def oracle_parser(tiny_parser) -> FaceParser:
 @pytest.fixture(scope="module")
 def make_module_client(tiny_model_dir):
     """Like ``make_client`` but the clients live for the whole test module (one model warm-up)."""
-    factory, close = _client_factory(tiny_model_dir)
+    factory, close = client_factory(tiny_model_dir)
     yield factory
     close()
 

@@ -8,20 +8,10 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
 
 from face_parser.labels import CELEBAMASK_HQ_SCHEME, LabelScheme
-from face_parser.modeling import FaceParser, build_model, init_backbone, save_model_folder
+from face_parser.modeling import FaceParser, build_model, init_backbone
 from face_parser.postprocess import class_probabilities, label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig, to_pixel_values
 from tests.conftest import TINY_INPUT, draw_face
-
-
-@pytest.fixture(scope="module")
-def tiny_m2f_dir(tmp_path_factory) -> str:
-    """An exported (fp16) tiny random Mask2Former folder."""
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-m2f")
-    save_model_folder(build_model("tiny-m2f", CELEBAMASK_HQ_SCHEME), PreprocessConfig(size=TINY_INPUT), out,
-                      version="tiny-m2f-test", fp16=True)
-    return str(out)
 
 
 @pytest.mark.parametrize("folder", ["tiny_model_dir", "tiny_m2f_dir"])

@@ -10,10 +10,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from face_parser.labels import CELEBAMASK_HQ_SCHEME
-from face_parser.modeling import build_model, save_model_folder
-from face_parser.preprocess import PreprocessConfig
-from tests.conftest import TINY_INPUT, _client_factory, draw_face, parser_like, png_bytes
+from tests.conftest import client_factory, draw_face, parser_like, png_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
 
@@ -178,10 +175,8 @@ def test_the_flip_setting_reaches_every_forward_pass(make_client, tiny_parser, f
     assert seen and set(seen) == {flip}  # warm-up and the request alike
 
 
-def test_a_mask2former_folder_is_served_like_a_maskformer_one(tmp_path):
-    save_model_folder(build_model("tiny-m2f", CELEBAMASK_HQ_SCHEME), PreprocessConfig(size=TINY_INPUT), tmp_path,
-                      version="tiny-m2f")
-    factory, close = _client_factory(str(tmp_path))
+def test_a_mask2former_folder_is_served_like_a_maskformer_one(tiny_m2f_dir):
+    factory, close = client_factory(tiny_m2f_dir)
     try:
         r = post_parse(factory(), png_bytes(photo()), format="png")
     finally:
