@@ -28,7 +28,7 @@ from transformers.utils import cached_file
 
 from face_parser.labels import LabelScheme
 from face_parser.postprocess import semantic_scores
-from face_parser.preprocess import PreprocessConfig, to_pixel_values
+from face_parser.preprocess import PreprocessConfig, normalise, stack_rgb
 
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
 # transformers' @strict config dataclasses pass extra keywords (out_features, num_queries) on to
@@ -210,8 +210,12 @@ class FaceParser:
 
     def score_images(self, images_hwc: Sequence[np.ndarray], flip: bool = False) -> list[torch.Tensor]:
         """RGB photos ``(H, W, 3)`` uint8 (any size: resized here, the shared preprocessing) -> one
-        ``(K, S/4, S/4)`` float32 score map each, in one forward pass (see :meth:`scores` for ``flip``)."""
-        return list(self.scores(to_pixel_values(images_hwc, self.preprocess), flip))
+        ``(K, S/4, S/4)`` float32 score map each, in one forward pass (see :meth:`scores` for ``flip``).
+
+        The batch goes to the device as uint8 and is normalised there (on a GPU: a quarter of the bytes
+        to copy, and no float work on the CPU)."""
+        batch = stack_rgb(images_hwc, self.preprocess.size).to(self.device)
+        return list(self.scores(normalise(batch, self.preprocess), flip))
 
 
 def save_model_folder(

