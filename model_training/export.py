@@ -51,6 +51,15 @@ def describe_architecture(model) -> list[str]:
     ]
 
 
+def describe_start(model_args: dict) -> str:
+    """Where a run's weights started: a whole model, a trained backbone under a new decoder, or nothing."""
+    if model_args.get("init_from"):
+        return f"from {model_args['init_from']}"
+    if model_args.get("init_backbone_from"):
+        return f"a new {model_args.get('preset')} around the backbone of {model_args['init_backbone_from']}"
+    return f"from scratch ({model_args.get('preset')})"
+
+
 def describe_run(run_dir: Path) -> str:
     """One line per training phase from the files the run wrote (``run_args.json``, ``split.json``,
     ``eval_history.jsonl``), so that any export describes its own run."""
@@ -60,14 +69,15 @@ def describe_run(run_dir: Path) -> str:
     data, model, training = args.get("data", {}), args.get("model", {}), args.get("training", {})
     parts = [f"`{run_dir.name}`"]
     if model:
-        parts.append(f"from {model.get('init_from') or 'scratch (' + str(model.get('preset')) + ')'}")
+        parts.append(describe_start(model))
     if data:
         parts.append(f"input {data.get('image_size')} px, test {data.get('test_count', 0)} / validation "
                      f"{data.get('val_count')} pairs held out (seed {data.get('split_seed')})")
     if "lr_reversed_fixed" in split:
         parts.append(f"{len(split['lr_reversed_fixed'])} left/right-reversed masks corrected")
     if training:
-        parts.append(f"lr {training.get('learning_rate')} {training.get('lr_scheduler_type')}, batch "
+        clock = f" over {model['max_train_minutes']:g} minutes" if model.get("max_train_minutes") else ""
+        parts.append(f"lr {training.get('learning_rate')} {training.get('lr_scheduler_type')}{clock}, batch "
                      f"{training.get('per_device_train_batch_size')}, semantic Dice "
                      f"{model.get('semantic_dice_weight', 0)}")
     if history:

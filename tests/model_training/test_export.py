@@ -1,6 +1,9 @@
-"""model_training.export --weights_only: the loadable folder without the card (no evaluation photos needed)."""
+"""model_training.export: --weights_only (the loadable folder without the card: no evaluation photos needed), and
+the card's line for each training phase."""
 
 from __future__ import annotations
+
+import json
 
 import torch
 
@@ -24,3 +27,27 @@ def test_weights_only_writes_a_loadable_fp16_folder_and_no_card(tmp_path):
     assert stored["model.safetensors"] < 0.6 * (run / "model.safetensors").stat().st_size
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(after.scores(x), before.scores(x), atol=2e-2, rtol=2e-2)
+
+
+def write_run(folder, model_args: dict, minutes: float | None = None):
+    folder.mkdir()
+    args = {"data": {"image_size": 320, "test_count": 100, "val_count": 100, "split_seed": 0},
+            "model": {"preset": "small-m2f", "semantic_dice_weight": 1.0, "max_train_minutes": minutes, **model_args},
+            "training": {"learning_rate": 3e-4, "lr_scheduler_type": "cosine", "per_device_train_batch_size": 8}}
+    (folder / "run_args.json").write_text(json.dumps(args))
+    (folder / "eval_history.jsonl").write_text(
+        "\n".join(json.dumps({"epoch": e, "elapsed_s": 420.0 * e, "eval_mean_f1_foreground": f})
+                  for e, f in [(1, 0.70), (2, 0.74), (3, 0.73)]))
+    return folder
+
+
+def test_the_card_says_where_each_phase_started(tmp_path):
+    """A new decoder around a trained backbone is not training from scratch; a run on the clock says so."""
+    backbone = write_run(tmp_path / "m2f-256", {"init_backbone_from": "models/face-parser"}, minutes=15)
+    whole = write_run(tmp_path / "m2f-320", {"init_from": "runs/m2f-256", "init_backbone_from": ""})
+    scratch = write_run(tmp_path / "small", {"preset": "small"})
+    assert "a new small-m2f around the backbone of models/face-parser" in export.describe_run(backbone)
+    assert "lr 0.0003 cosine over 15 minutes, batch 8" in export.describe_run(backbone)
+    assert "from runs/m2f-256;" in export.describe_run(whole) and "minutes," not in export.describe_run(whole)
+    assert "from scratch (small)" in export.describe_run(scratch)
+    assert "3 epochs in 21 min, best validation mean F1 0.7400" in export.describe_run(scratch)
