@@ -1,6 +1,6 @@
 """Forward-pass speed of a model folder on this machine: ms per image at several batch sizes.
 
-    python -m benchmarks.model_speed [--model models/face-parser] [--batches 1 8] [--repeats 15]
+    python -m benchmarks.model_speed [--model models/face-parser] [--batches 1 8] [--repeats 15] [--dtype auto]
 
 Median of repeated runs after warm-up. The forward pass is timed on preprocessed input; the
 preprocessing (stacking uint8 photos at the input size, copying them to the device and normalising them
@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                    help="what the forward passes compute in (the service's FACEPARSE_DTYPE)")
     args = ap.parse_args(argv)
-    parser = FaceParser.load(args.model, device=args.device)
+    parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
     results = {"model": parser.version, "device": str(parser.device), "dtype": str(parser.dtype),
                "threads": torch.get_num_threads(), "ms_per_image": {}, "img_per_s": {},
                "preprocess_ms_per_image": {}}

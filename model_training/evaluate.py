@@ -144,14 +144,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--label_column", default="label")
     ap.add_argument("--out", default="reports/eval")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float32", choices=("auto", "float32", "float16", "bfloat16"),
+                    help="what the forward passes compute in (the service's FACEPARSE_DTYPE)")
     args = ap.parse_args(argv)
-    parser = FaceParser.load(args.model, device=args.device, dtype="float32")
+    parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
     _, base, _, indices = open_dataset(args, part=args.split)
     if args.fix_lr_convention:
         base = ConventionFixed(base, find_reversed(base, indices))
         print(f"left/right convention: {len(base.reversed)} of {len(indices)} ground-truth masks swapped")
     report, triples = evaluate_parser(parser, base, indices, flip=args.flip)
-    report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention, "flip": args.flip})
+    report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention, "flip": args.flip,
+                   "dtype": str(parser.dtype).removeprefix("torch.")})
     write_report(report, triples, parser.labels.palette(), Path(args.out),
                  f"{parser.version}: {args.split} split, {len(indices)} pairs")
     print(json.dumps({k: report[k] for k in HEADLINE}))

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     model_dir: str = Field(str(DEFAULT_MODEL_DIR), description="save_pretrained folder (or hub id when online)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="auto: fp16 on CUDA, fp32 on CPU")
+        "auto", description="what forward passes compute in; auto: fp16 on CUDA, on a CPU bf16 where it has "
+        "bf16 instructions (AVX512-BF16, AMX), else fp32")
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for forward passes, shared by the workers; 0 = all cores")
     inference_workers: int = Field(0, ge=0, le=64, description="forward passes at once; 0 = auto: one per core "

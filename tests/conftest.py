@@ -77,15 +77,16 @@ def tiny_m2f_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_parser(tiny_model_dir) -> FaceParser:
-    return FaceParser.load(tiny_model_dir, device="cpu")
+    """float32 on every machine (``auto`` is bf16 only on CPUs with bf16 instructions: test_modeling.py)."""
+    return FaceParser.load(tiny_model_dir, device="cpu", dtype="float32")
 
 
 def make_settings(model_dir: str, **overrides) -> Settings:
     """Small bounds for fast tests. ``client_share=1``: a test client is one client for all its requests, so the
     service's bounds, not one client's share of them, are what these tests meet (the share has tests of its own)."""
-    base = dict(model_dir=model_dir, device="cpu", inference_workers=1, max_batch_size=4, max_batch_delay_ms=20,
-                max_queue_size=16, request_timeout_s=20, max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000,
-                client_share=1.0)
+    base = dict(model_dir=model_dir, device="cpu", dtype="float32", inference_workers=1, max_batch_size=4,
+                max_batch_delay_ms=20, max_queue_size=16, request_timeout_s=20, max_upload_bytes=2 * 1024 * 1024,
+                max_image_pixels=4_000_000, client_share=1.0)
     return Settings(**{**base, **overrides})
 
 

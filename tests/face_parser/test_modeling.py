@@ -48,3 +48,28 @@ def test_score_images_is_one_pass_over_the_shared_preprocessing(tiny_parser):
     images = [photo(0), photo(1)]
     expected = tiny_parser.scores(to_pixel_values(images, tiny_parser.preprocess))
     torch.testing.assert_close(torch.stack(tiny_parser.score_images(images)), expected)
+
+
+def test_auto_dtype_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
+    from face_parser import modeling
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda: True)
+    assert modeling.resolve_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda: False)
+    assert modeling.resolve_dtype("auto", cpu) == torch.float32
+    assert modeling.resolve_dtype("auto", cuda) == torch.float16
+    assert modeling.resolve_dtype("float32", cpu) == torch.float32
+
+
+def test_a_bf16_pass_on_the_cpu_keeps_float32_weights_and_answers_in_float32(tiny_model_dir):
+    from face_parser.modeling import FaceParser
+
+    full = FaceParser.load(tiny_model_dir, device="cpu", dtype="float32")
+    half = FaceParser.load(tiny_model_dir, device="cpu", dtype="bfloat16")
+    assert half.dtype == torch.bfloat16 and next(half.model.parameters()).dtype == torch.float32
+    pixels = to_pixel_values([photo(3)], full.preprocess)
+    expected, got = full.scores(pixels), half.scores(pixels)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0.05)  # bf16 keeps ~3 significant digits
+    assert not torch.equal(got, expected)  # it did compute in bf16

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from service.app import create_app
 from tests.conftest import draw_face, make_settings, metric, png_bytes
@@ -118,3 +121,18 @@ def test_unreasonable_request_ids_are_replaced(api):
     sent = "x" * 65
     got = api.get("/healthz", headers={"X-Request-ID": sent}).headers["x-request-id"]
     assert got != sent and re.fullmatch(r"[0-9a-f]{32}", got)
+
+
+def test_a_bf16_service_on_the_cpu_says_so_and_parses_like_float32(make_client, face_png):
+    """FACEPARSE_DTYPE=bfloat16 (what ``auto`` picks on a CPU with bf16 instructions): the same answers to
+    within a few boundary pixels of a random model, and the dtype in /v1/model and the model-info metric."""
+    half, full = make_client(dtype="bfloat16"), make_client()
+    assert half.get("/v1/model").json()["dtype"] == "bfloat16"
+    assert metric(half.get("/metrics").text, "faceparse_model_info", version="tiny-test", device="cpu",
+                  dtype="bfloat16") == 1
+    answers = [c.post("/parse", params={"faces": "whole"}, files={"image": ("f.png", face_png, "image/png")})
+               for c in (half, full)]
+    assert [a.status_code for a in answers] == [200, 200]
+    labels = [np.asarray(Image.open(io.BytesIO(a.content))) for a in answers]
+    assert labels[0].shape == labels[1].shape == (200, 200)
+    assert (labels[0] == labels[1]).mean() > 0.9
