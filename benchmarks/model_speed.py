@@ -1,6 +1,6 @@
 """Forward-pass speed of a model folder on this machine: ms per image at several batch sizes.
 
-    python -m benchmarks.model_speed [--model models/face-parser] [--batches 1 8] [--repeats 15] [--dtype auto]
+    python -m benchmarks.model_speed [--model models/face-parser] [--batches 1 8] [--repeats 15] [--dtype auto] [--flip]
 
 Median of repeated runs after warm-up. The forward pass is timed on preprocessed input; the
 preprocessing (stacking uint8 photos at the input size, copying them to the device and normalising them
@@ -21,17 +21,19 @@ from face_parser.modeling import FaceParser
 from face_parser.preprocess import normalise, stack_rgb
 
 
-def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: torch.Tensor | None = None) -> float:
-    """Median seconds of one forward pass at ``batch`` on ``pixel_values`` ``(batch, 3, S, S)`` (random if None)."""
+def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: torch.Tensor | None = None,
+                 flip: bool = False) -> float:
+    """Median seconds of one forward pass at ``batch`` on ``pixel_values`` ``(batch, 3, S, S)`` (random if None);
+    ``flip``: with the mirrored photos in the same pass (``FACEPARSE_FLIP``)."""
     if pixel_values is None:
         size = parser.preprocess.size
         pixel_values = torch.randn(batch, 3, size, size)
     for _ in range(3):
-        parser.scores(pixel_values)
+        parser.scores(pixel_values, flip)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        parser.scores(pixel_values)
+        parser.scores(pixel_values, flip)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -59,13 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                     help="what the forward passes compute in (the service's FACEPARSE_DTYPE)")
+    ap.add_argument("--flip", action="store_true", help="mirrored photos in the same pass (FACEPARSE_FLIP)")
     args = ap.parse_args(argv)
     parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
     results = {"model": parser.version, "device": str(parser.device), "dtype": str(parser.dtype),
-               "threads": torch.get_num_threads(), "ms_per_image": {}, "img_per_s": {},
+               "threads": torch.get_num_threads(), "flip": args.flip, "ms_per_image": {}, "img_per_s": {},
                "preprocess_ms_per_image": {}}
     for batch in args.batches:
-        seconds = time_forward(parser, batch, args.repeats)
+        seconds = time_forward(parser, batch, args.repeats, flip=args.flip)
         results["ms_per_image"][batch] = round(seconds / batch * 1000, 1)
         results["img_per_s"][batch] = round(batch / seconds, 1)
         prep = time_preprocess(parser, batch, args.repeats) / batch * 1000
