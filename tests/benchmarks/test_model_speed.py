@@ -12,4 +12,4 @@ def test_model_speed_reports_each_batch_with_and_without_the_mirror(tiny_model_d
         assert result["flip"] is flip and result["dtype"] == "torch.float32" and result["device"] == "cpu"
         assert set(result["ms_per_image"]) == set(result["preprocess_ms_per_image"]) == {1, 2}
         assert all(v > 0 for v in result["ms_per_image"].values())
-        assert all(v > 0 for v in result["preprocess_ms_per_image"].values())
+        assert all(v >= 0 for v in result["preprocess_ms_per_image"].values())  # may round to 0 at 64 px
