@@ -196,6 +196,8 @@ class FaceParser:
         model = AutoModelForUniversalSegmentation.from_pretrained(
             str(name_or_path), use_safetensors=True, dtype=torch.float32 if dev.type == "cpu" else dt
         ).to(dev).eval()
+        if dev.type == "cpu":  # the batch arrives channels-last (stack_rgb); oneDNN then keeps every layer so
+            model.to(memory_format=torch.channels_last)  # v3's batch-1 pass: 0.79x the time (fp32), 0.88x (bf16)
         processor_file = cached_file(str(name_or_path), "preprocessor_config.json")
         if processor_file is None:
             raise FileNotFoundError(f"{name_or_path} has no preprocessor_config.json")
