@@ -73,3 +73,20 @@ def test_a_bf16_pass_on_the_cpu_keeps_float32_weights_and_answers_in_float32(tin
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=0.05)  # bf16 keeps ~3 significant digits
     assert not torch.equal(got, expected)  # it did compute in bf16
+
+
+def test_on_the_cpu_the_weights_are_channels_last_and_answer_as_the_stock_model(tiny_model_dir):
+    from transformers import AutoModelForUniversalSegmentation
+
+    from face_parser.modeling import FaceParser
+    from face_parser.postprocess import semantic_scores
+
+    parser = FaceParser.load(tiny_model_dir, device="cpu", dtype="float32")
+    convs = [m.weight for m in parser.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    stock = AutoModelForUniversalSegmentation.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    pixels = to_pixel_values([photo(4), photo(5)], parser.preprocess)
+    with torch.no_grad():
+        out = stock(pixel_values=pixels.contiguous())
+    expected = semantic_scores(out.class_queries_logits, out.masks_queries_logits)
+    torch.testing.assert_close(parser.scores(pixels), expected, rtol=1e-4, atol=1e-5)
