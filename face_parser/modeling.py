@@ -156,8 +156,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: the CPU multiplies bfloat16 in hardware (elsewhere oneDNN emulates it)."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    """AVX512-BF16 or AMX: the CPU multiplies bfloat16 in hardware (elsewhere oneDNN emulates it). torch's
+    checks are private, so a torch without them (another build, an older image) counts as no."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

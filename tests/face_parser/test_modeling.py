@@ -90,3 +90,12 @@ def test_on_the_cpu_the_weights_are_channels_last_and_answer_as_the_stock_model(
         out = stock(pixel_values=pixels.contiguous())
     expected = semantic_scores(out.class_queries_logits, out.masks_queries_logits)
     torch.testing.assert_close(parser.scores(pixels), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_torch_without_the_private_cpu_checks_counts_as_no_bf16(monkeypatch):
+    from face_parser import modeling
+
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert modeling.cpu_has_native_bf16() is False
+    assert modeling.resolve_dtype("auto", torch.device("cpu")) == torch.float32
