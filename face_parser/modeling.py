@@ -164,8 +164,8 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The dtype forward passes compute in. ``auto``: float16 on CUDA (tensor cores); on a CPU bfloat16
-    where it has bfloat16 instructions (on 2 AVX512-BF16 cores v3's pass took 35-37 ms against 65 ms in
-    float32: ``benchmarks.model_speed --dtype``), float32 elsewhere (emulated half floats are slow)."""
+    where it has bfloat16 instructions (on 2 AVX512-BF16 cores v3's batch-1 pass took 30 ms against 53-61 ms
+    in float32: ``benchmarks.model_speed --dtype``), float32 elsewhere (emulated half floats are slow)."""
     if dtype == "auto":
         if device.type == "cuda":
             return torch.float16
