@@ -15,8 +15,10 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from face_parser.modeling import resolve_dtype
 from tests.conftest import draw_face, metric, png_bytes
 from tests.docker import engine
 from tests.live_server import live_server
@@ -90,7 +92,9 @@ def test_metrics_count_the_requests(running, photos):
     assert metric(text, "faceparse_requests_total", endpoint="/parse", status="200") >= 2
     assert metric(text, "faceparse_requests_total", endpoint="/recolor", status="200") >= 1
     assert metric(text, "faceparse_batch_size_count") >= 1
-    assert metric(text, "faceparse_model_info", device="cpu", dtype="float32") == 1
+    # auto: bf16 where this host's CPU has bf16 instructions (the container runs on the same CPU), else float32
+    dtype = str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    assert metric(text, "faceparse_model_info", device="cpu", dtype=dtype) == 1
 
 
 async def _in_flight_then_sigterm(base: str, cid: str, photo: bytes) -> tuple[list[int], float]:
