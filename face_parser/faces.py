@@ -59,7 +59,7 @@ CROP_SCALE = 1.55
 CROP_SHIFT = 0.08
 LANDMARK_FRAME_FILE = Path(__file__).with_name("landmark_frame.json")  # python -m model_training.fit_landmark_frame
 SECOND_LOOK_SPAN = 1.5  # the second look's window / the face's celeba_crop: an aligned photo in its whole window
-MAX_LOOKS = 3  # views of one candidate face, at most, after the photo's search
+MAX_VIEWS = 3  # views of one candidate face, at most, after the photo's search
 SETTLED = (0.1, 0.25, math.radians(15))  # a look that moved the frame less (centre / side, log size, angle) is final
 EYES = ("l_eye", "r_eye")
 MOUTH_PARTS = ("mouth", "u_lip", "l_lip")
@@ -215,12 +215,12 @@ def face_of(found: Detection) -> Face:
 
 
 def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDetector,
-                max_looks: int = MAX_LOOKS) -> tuple[Detection, float]:
+                max_views: int = MAX_VIEWS) -> tuple[Detection, float]:
     """``found`` as BlazeFace sees it when it looks at the face alone, and the surest score of those views
     (0 when none saw a face there). The view is upright (turned by the eye line of the look before) and at
     the scale an aligned photo has in the whole-photo search window. The view's landmarks replace the photo
     search's, and the detection's score is the surest of all looks. When the face a view frames is not the
-    one it was framed on (:func:`settled`), it looks again from there, at most ``max_looks`` views in all.
+    one it was framed on (:func:`settled`), it looks again from there, at most ``max_views`` views in all.
 
     In a photo's search windows a face may be a few model pixels wide and turned: the crop its points frame
     is off by 6.3 degrees and 10% of its side (RMS, warped validation photos), and a small, turned or half
@@ -235,8 +235,8 @@ def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDete
     landmarks = found.landmarks
     if landmarks is None:
         return found, best
-    for _ in range(max_looks):
-        before = celeba_crop(landmarks[EYE_LEFT], landmarks[EYE_RIGHT], landmarks[MOUTH])
+    before = celeba_crop(landmarks[EYE_LEFT], landmarks[EYE_RIGHT], landmarks[MOUTH])
+    for _ in range(max_views):
         window = replace(before, side=before.side * SECOND_LOOK_SPAN)
         seen = detector.landmarks_in_view(crop_face(image_hwc, window, detector.SIZE))
         if seen is None:
@@ -245,16 +245,17 @@ def second_look(image_hwc: np.ndarray, found: Detection, detector: BlazeFaceDete
         best = max(best, score)
         landmarks = window.to_photo(points / detector.SIZE)
         found = replace(found, score=max(found.score, score), landmarks=landmarks)
-        if settled(before, landmarks):
+        after = celeba_crop(landmarks[EYE_LEFT], landmarks[EYE_RIGHT], landmarks[MOUTH])
+        if settled(before, after):
             break
+        before = after
     return found, best
 
 
-def settled(before: Crop, landmarks: np.ndarray) -> bool:
-    """Whether the crop ``landmarks`` frame is close to ``before`` (the view they were seen in was framed on
-    it): within ``SETTLED[0]`` of its side in centre, ``SETTLED[1]`` in log size, ``SETTLED[2]`` in angle."""
-    dx, dy, log_side, turn = frame_offset(before, celeba_crop(landmarks[EYE_LEFT], landmarks[EYE_RIGHT],
-                                                              landmarks[MOUTH]))
+def settled(before: Crop, after: Crop) -> bool:
+    """Whether the crop a view's landmarks frame (``after``) is close to the one the view was framed on
+    (``before``): within ``SETTLED[0]`` of its side in centre, ``SETTLED[1]`` in log size, ``SETTLED[2]`` in angle."""
+    dx, dy, log_side, turn = frame_offset(before, after)
     return math.hypot(dx, dy) < SETTLED[0] and abs(log_side) < SETTLED[1] and abs(turn) < SETTLED[2]
 
 

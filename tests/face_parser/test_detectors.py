@@ -130,12 +130,15 @@ def test_a_large_photo_shrunk_once_finds_the_face_where_the_photo_has_it(blazefa
 
 def test_a_look_is_settled_when_its_points_frame_the_crop_it_was_framed_on():
     eyes_mouth = np.array([[40.0, 50.0], [60.0, 50.0], [50.0, 60.0], [50.0, 72.0], [30.0, 55.0], [70.0, 55.0]])
-    crop = celeba_crop(eyes_mouth[EYE_LEFT], eyes_mouth[EYE_RIGHT], eyes_mouth[MOUTH])
-    assert settled(crop, eyes_mouth)
-    assert settled(crop, eyes_mouth + 1.0)  # 1 px of 80: the same frame
-    assert not settled(crop, (eyes_mouth - 50) * 1.5 + 50)  # the face half as large again
+    def frame(points):
+        return celeba_crop(points[EYE_LEFT], points[EYE_RIGHT], points[MOUTH])
+
+    crop = frame(eyes_mouth)
+    assert settled(crop, frame(eyes_mouth))
+    assert settled(crop, frame(eyes_mouth + 1.0))  # 1 px of 80: the same frame
+    assert not settled(crop, frame((eyes_mouth - 50) * 1.5 + 50))  # the face half as large again
     turned = cv2.transform(eyes_mouth[None], cv2.getRotationMatrix2D((50, 60), 20, 1.0))[0]
-    assert not settled(crop, turned)
+    assert not settled(crop, frame(turned))
 
 
 def test_a_face_is_kept_only_when_its_second_look_sees_a_face_there(astronaut):
