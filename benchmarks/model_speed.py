@@ -4,7 +4,7 @@
 
 Median of repeated runs after warm-up. The forward pass is timed on preprocessed input; the
 preprocessing (stacking uint8 photos at the input size, copying them to the device and normalising them
-there, as ``FaceParser.score_images`` does) is timed on its own.
+there: ``FaceParser.pixel_values``) is timed on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from face_parser.modeling import FaceParser
-from face_parser.preprocess import normalise, stack_rgb, to_pixel_values
 
 
 def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: torch.Tensor | None = None,
@@ -33,7 +32,7 @@ def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: tor
     if pixel_values is None:
         size = parser.preprocess.size
         photos = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-        pixel_values = to_pixel_values(list(photos), parser.preprocess)
+        pixel_values = parser.pixel_values(list(photos))
     for _ in range(3):
         parser.scores(pixel_values, flip)
     times = []
@@ -52,7 +51,7 @@ def time_preprocess(parser: FaceParser, batch: int, repeats: int) -> float:
     times = []
     for _ in range(repeats + 3):
         start = time.perf_counter()
-        normalise(stack_rgb(photos, size).to(parser.device), parser.preprocess)
+        parser.pixel_values(photos)
         if parser.device.type == "cuda":
             torch.cuda.synchronize(parser.device)
         times.append(time.perf_counter() - start)

@@ -231,12 +231,13 @@ class FaceParser:
 
     def score_images(self, images_hwc: Sequence[np.ndarray], flip: bool = False) -> list[torch.Tensor]:
         """RGB photos ``(H, W, 3)`` uint8 (any size: resized here, the shared preprocessing) -> one
-        ``(K, S/4, S/4)`` float32 score map each, in one forward pass (see :meth:`scores` for ``flip``).
+        ``(K, S/4, S/4)`` float32 score map each, in one forward pass (see :meth:`scores` for ``flip``)."""
+        return list(self.scores(self.pixel_values(images_hwc), flip))
 
-        The batch goes to the device as uint8 and is normalised there (on a GPU: a quarter of the bytes
-        to copy, and no float work on the CPU)."""
-        batch = stack_rgb(images_hwc, self.preprocess.size).to(self.device)
-        return list(self.scores(normalise(batch, self.preprocess), flip))
+    def pixel_values(self, images_hwc: Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB photos -> the model's input on its device. The batch goes there as uint8 and is normalised
+        there (on a GPU: a quarter of the bytes to copy, and no float work on the CPU)."""
+        return normalise(stack_rgb(images_hwc, self.preprocess.size).to(self.device), self.preprocess)
 
 
 def save_model_folder(
