@@ -7,6 +7,15 @@ semantic score of class ``k`` at a pixel is ``sum_q p_q(k) * sigmoid(m_q)``, the
 same as ``MaskFormerImageProcessor.post_process_semantic_segmentation``; we also
 normalise it over classes so that it is a probability the recolouring can blend
 with.
+
+Label maps larger than the score grid differ from the stock post-processing on
+purpose: the scores are resized in log space (:func:`log_scores`), not as they
+are. On a score grid at 1/4 of the input, a thin part (an eye, a lip, a brow) is
+a few cells wide, and resizing the scores themselves lets a confident
+neighbour's score spread into it; in log space the boundary falls where the
+two classes' odds cross. On the validation split (L/R fixed) the shipped v3
+went from per-image F 0.854 to 0.870 and pooled mean F1 0.813 to 0.826, the
+small Mask2Former from 0.828 to 0.846 (README, "Resizing in log space").
 """
 
 from __future__ import annotations
@@ -23,37 +32,48 @@ def semantic_scores(class_queries_logits: torch.Tensor, masks_queries_logits: to
     return torch.einsum("bqk,bqhw->bkhw", class_probs_bqk, mask_probs_bqhw)
 
 
+SCORE_FLOOR = 1e-12  # scores below it count as it in log space (they never decide a pixel)
+
+
+def log_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Class scores -> their logarithms (float32): the space that label maps are resized in (module docstring)."""
+    return scores.float().clamp_min(SCORE_FLOOR).log()
+
+
+def resized_log_scores(scores_bkhw: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """``(B, K, h, w)`` scores -> ``(B, K, H, W)`` log scores, resized bilinearly (not at all at the same size)."""
+    logs = log_scores(scores_bkhw)
+    if size is None or tuple(logs.shape[-2:]) == tuple(size):
+        return logs
+    return F.interpolate(logs, size=size, mode="bilinear", align_corners=False)
+
+
 def class_probabilities(scores_bkhw: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Scores ``(B, K, h, w)`` -> probabilities ``(B, K, H, W)`` float32 in [0, 1], summing to 1 per pixel.
 
-    Resizing is bilinear on the scores, before normalising, which keeps the argmax
-    identical to the stock post-processing at the same size.
+    Resized in log space, as :func:`label_map` is, so their argmax is its label map.
     """
-    if size is not None and tuple(scores_bkhw.shape[-2:]) != tuple(size):
-        scores_bkhw = F.interpolate(scores_bkhw, size=size, mode="bilinear", align_corners=False)
-    return scores_bkhw / scores_bkhw.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    return resized_log_scores(scores_bkhw, size).softmax(dim=1)
 
 
 def label_map(scores_bkhw: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Scores ``(B, K, h, w)`` -> class ids ``(B, H, W)`` uint8 (argmax after a bilinear resize)."""
-    if size is not None and tuple(scores_bkhw.shape[-2:]) != tuple(size):
-        scores_bkhw = F.interpolate(scores_bkhw, size=size, mode="bilinear", align_corners=False)
+    """Scores ``(B, K, h, w)`` -> class ids ``(B, H, W)`` uint8 (argmax after a bilinear resize in log space)."""
     # max().indices, not argmax(): same first-maximum answer, but argmax over a non-innermost dim is
     # ~6x slower on CPU (48 vs 8 ms for 19 x 512 x 512), which was most of a request's post-processing
-    return scores_bkhw.max(dim=1).indices.to(torch.uint8)
+    return resized_log_scores(scores_bkhw, size).max(dim=1).indices.to(torch.uint8)
 
 
 def image_label_map(scores_khw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """One image's :func:`label_map`: scores ``(K, h, w)`` -> class ids ``(H, W)`` uint8, 3-8x cheaper on CPU.
 
-    Bilinear interpolation mixes the 4 source pixels around an output pixel with
-    non-negative weights, so where those 4 share their argmax, the output pixel has
-    it too: only cells on a class boundary (~15% for a face) are interpolated, and
-    there only the classes that can win (highest corner >= every class's lowest).
-    Same answer as ``label_map(scores_khw[None], size)[0]`` but where two classes tie
-    to float rounding.
+    Bilinear interpolation (of the log scores) mixes the 4 source pixels around an
+    output pixel with non-negative weights, so where those 4 share their argmax, the
+    output pixel has it too: only cells on a class boundary (~15% for a face) are
+    interpolated, and there only the classes that can win (highest corner >= every
+    class's lowest). Same answer as ``label_map(scores_khw[None], size)[0]`` but where
+    two classes tie to float rounding.
     """
-    scores = scores_khw.float().numpy()
+    scores = log_scores(scores_khw).numpy()
     _, h, w = scores.shape
     height, width = size
     y0, fy = _source_index(height, h)

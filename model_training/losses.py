@@ -4,8 +4,10 @@
 matching, so the queries cannot collapse onto each other, which is what made
 MaskFormer trained from scratch on a few hundred faces stall or collapse in
 ``eval()``. With ``hungarian`` the model's own MaskFormer loss is used. Both add a
-per-pixel cross-entropy on the *post-processed* class probabilities, i.e. the
-very quantity inference argmaxes, weighted per class to lift rare parts.
+per-pixel cross-entropy on the *post-processed* class probabilities, the quantity
+inference argmaxes, weighted per class to lift rare parts. (They are resized to the
+labels linearly, as inference did when v3 was trained; inference now resizes them in
+log space, ``face_parser.postprocess``. Training on those is not yet measured.)
 """
 
 from __future__ import annotations

@@ -140,7 +140,9 @@ class OracleParser(FaceParser):
     """A parser that knows draw_face's colours: rich, image-specific label maps with no learned weights.
 
     Scores are Gaussian in colour distance to each class colour (background a small constant), computed
-    per image at 1/4 of the input like MaskFormer's, so batching cannot mix images up unnoticed.
+    per image, per pixel, then averaged over 4x4 cells to 1/4 of the input like MaskFormer's: a cell on a
+    boundary scores for both of its classes, as a model's does. Computed per image, so batching cannot mix
+    images up unnoticed.
     """
 
     sigma = 0.04
@@ -149,13 +151,13 @@ class OracleParser(FaceParser):
     def scores(self, pixel_values_bchw: torch.Tensor, flip: bool = False) -> torch.Tensor:
         mean = torch.tensor(self.preprocess.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.preprocess.std).view(1, 3, 1, 1)
-        rgb = torch.nn.functional.avg_pool2d(pixel_values_bchw.float() * std + mean, 4)
+        rgb = pixel_values_bchw.float() * std + mean
         out = torch.zeros(rgb.shape[0], len(self.labels), *rgb.shape[-2:])
         out[:, 0] = 0.02
         for name, color in DRAW_FACE_COLORS.items():
             dist2 = ((rgb - torch.tensor(color).view(1, 3, 1, 1) / 255.0) ** 2).sum(dim=1)
             out[:, self.labels.id_of(name)] = torch.exp(-dist2 / (2 * self.sigma**2))
-        return out
+        return torch.nn.functional.avg_pool2d(out, 4)
 
 
 def parser_like(parser: FaceParser, cls: type, **changes) -> FaceParser:

@@ -1,4 +1,5 @@
-"""The service's one-image label map equals the batched reference wherever the answer is not a float tie."""
+"""Label maps are resized in log space, and the service's one-image label map equals the batched reference
+wherever the answer is not a float tie."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from face_parser.postprocess import image_label_map, label_map, label_map_bounded, semantic_scores
+from face_parser.postprocess import (
+    image_label_map,
+    label_map,
+    label_map_bounded,
+    resized_log_scores,
+    semantic_scores,
+)
 
 
 def face_like_scores(seed: int, classes: int = 19, side: int = 16) -> torch.Tensor:
@@ -21,7 +28,7 @@ def assert_same_labels(scores_khw: torch.Tensor, size: tuple[int, int]) -> None:
     fast = image_label_map(scores_khw, size)
     reference = label_map(scores_khw[None], size)[0]
     assert fast.shape == reference.shape == size and fast.dtype == torch.uint8
-    up = F.interpolate(scores_khw[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    up = resized_log_scores(scores_khw[None], size)[0]
     top2 = up.topk(2, dim=0).values
     clear = (top2[0] - top2[1]) > 1e-5 * top2[0].abs().clamp_min(1)
     assert torch.equal(fast[clear], reference[clear])
@@ -46,3 +53,24 @@ def test_label_map_bounded_enlarges_past_max_side():
     assert labels.shape == (300, 200)
     small = image_label_map(scores, (150, 100))
     assert torch.equal(labels[::2, ::2], small)
+
+
+def test_a_thin_part_is_resized_in_log_space():
+    """Two cells, background then a thin part: upsampled 100x, the part starts where the two classes' log
+    scores cross (t = 0.676 of the way between the cells' centres), not where the scores do (t = 0.551)."""
+    scores = torch.tensor([[[0.99, 0.1]], [[0.01, 0.9]]])  # (K=2, 1, 2): background, part
+    labels = label_map(scores[None], size=(1, 200))[0, 0]
+    t = (torch.arange(200) + 0.5) / 100 - 0.5  # each output pixel's position between the two centres
+    log_s = scores[:, 0].log()
+    crossing = (log_s[1, 0] - log_s[0, 0]) / ((log_s[0, 1] - log_s[0, 0]) - (log_s[1, 1] - log_s[1, 0]))
+    assert 0.67 < crossing < 0.68
+    assert torch.equal(labels, (t > crossing).to(torch.uint8))
+    assert torch.equal(image_label_map(scores, (1, 200))[0], labels)
+    linear = F.interpolate(scores[None], size=(1, 200), mode="bilinear", align_corners=False)[0].argmax(0)[0]
+    assert torch.equal(linear, (t > 0.98 / 1.78).long())  # resizing the scores themselves: a wider part
+
+
+def test_at_the_score_grid_the_label_map_is_the_plain_argmax():
+    scores = face_like_scores(2)
+    assert torch.equal(label_map(scores[None])[0], scores.argmax(0).to(torch.uint8))
+    assert torch.equal(label_map(scores[None], size=(16, 16))[0], scores.argmax(0).to(torch.uint8))
