@@ -4,10 +4,9 @@
 matching, so the queries cannot collapse onto each other, which is what made
 MaskFormer trained from scratch on a few hundred faces stall or collapse in
 ``eval()``. With ``hungarian`` the model's own MaskFormer loss is used. Both add a
-per-pixel cross-entropy on the *post-processed* class probabilities, the quantity
-inference argmaxes, weighted per class to lift rare parts. (They are resized to the
-labels linearly, as inference did when v3 was trained; inference now resizes them in
-log space, ``face_parser.postprocess``. Training on those is not yet measured.)
+per-pixel cross-entropy on the *post-processed* class probabilities, the very
+quantity inference argmaxes (resized to the labels in log space, as the service's
+label maps are), weighted per class to lift rare parts.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from face_parser.postprocess import semantic_scores
+from face_parser.postprocess import resized_log_scores, semantic_scores
 from model_training.metrics import IGNORE_INDEX
 
 
@@ -28,11 +27,9 @@ def one_hot_targets(labels_bhw: torch.Tensor, num_classes: int, size: tuple[int,
 
 
 def semantic_ce(class_logits, mask_logits, labels_bhw, class_weights: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy of the normalised class scores, bilinearly upsampled to the label size."""
-    scores = semantic_scores(class_logits, mask_logits)
-    scores = F.interpolate(scores, size=labels_bhw.shape[-2:], mode="bilinear", align_corners=False)
-    log_probs = torch.log(scores / scores.sum(1, keepdim=True).clamp_min(1e-6) + 1e-6)
-    return F.nll_loss(log_probs, labels_bhw, weight=class_weights, ignore_index=IGNORE_INDEX)
+    """Cross-entropy of the class probabilities at the label size (``class_probabilities``: resized in log space)."""
+    log_scores = resized_log_scores(semantic_scores(class_logits, mask_logits), tuple(labels_bhw.shape[-2:]))
+    return F.nll_loss(log_scores.log_softmax(dim=1), labels_bhw, weight=class_weights, ignore_index=IGNORE_INDEX)
 
 
 def semantic_dice(class_logits, mask_logits, labels_bhw) -> torch.Tensor:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from model_training.losses import fixed_assignment_loss, semantic_dice
+from face_parser.postprocess import class_probabilities, semantic_scores
+from model_training.losses import fixed_assignment_loss, semantic_ce, semantic_dice
 
 
 def logits_for(labels_bhw: torch.Tensor, num_classes: int, confident: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,3 +39,17 @@ def test_semantic_dice_gradient_lowers_the_loss():
         after = fixed_assignment_loss(class_logits, mask_logits - 5 * mask_logits.grad, labels,
                                       semantic_dice_weight=1.0)
     assert after < before
+
+
+def test_semantic_ce_is_the_cross_entropy_of_what_inference_argmaxes():
+    """Masks at half the labels' size: the loss scores the probabilities resized as label maps are (log space)."""
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    labels[:, 4:8, 4:12] = 1
+    labels[:, 10:14, 2:6] = 2
+    class_logits, mask_logits = logits_for(labels[:, ::2, ::2], 3, 3.0)
+    mask_logits = mask_logits + torch.randn_like(mask_logits)
+    probs = class_probabilities(semantic_scores(class_logits, mask_logits), size=(16, 16))
+    expected = F.nll_loss(probs.log(), labels)
+    torch.testing.assert_close(semantic_ce(class_logits, mask_logits, labels, None), expected)
+    wrong = semantic_ce(*logits_for(torch.roll(labels, 5, dims=2)[:, ::2, ::2], 3, 3.0), labels, None)
+    assert semantic_ce(*logits_for(labels[:, ::2, ::2], 3, 3.0), labels, None) < 0.5 < wrong
