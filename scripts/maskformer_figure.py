@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import class_probabilities, label_map, semantic_scores
@@ -32,6 +33,13 @@ def run_model(parser: FaceParser, photo: np.ndarray):
     return pixel_values, out
 
 
+def face_parts_window(ids: np.ndarray, labels, pad: int = 12) -> tuple[slice, slice]:
+    """The box around the eyes, brows and lips in a label map: where resizing decides the most pixels."""
+    parts = np.isin(ids, [labels.names.index(n) for n in ("l_eye", "r_eye", "l_brow", "r_brow", "u_lip", "l_lip")])
+    ys, xs = np.nonzero(parts)
+    return (slice(max(0, ys.min() - pad), ys.max() + pad), slice(max(0, xs.min() - pad), xs.max() + pad))
+
+
 def draw(photo, out, labels, path: str) -> None:
     cls = out.class_queries_logits[0].float().softmax(-1).numpy()  # (Q, K+1)
     masks = out.masks_queries_logits[0].float().sigmoid().numpy()  # (Q, h, w)
@@ -39,9 +47,11 @@ def draw(photo, out, labels, path: str) -> None:
     probs = class_probabilities(scores, size=photo.shape[:2])[0].numpy()
     ids = label_map(scores, size=photo.shape[:2])[0].numpy()
     palette = np.array(labels.palette(), dtype=np.uint8).reshape(-1, 3)
+    linear = F.interpolate(scores, size=photo.shape[:2], mode="bilinear", align_corners=False)
+    stock_ids = linear.argmax(1)[0].numpy()  # what the stock post-processing answers
 
-    fig = plt.figure(figsize=(15, 6.4))
-    grid = fig.add_gridspec(2, 6)
+    fig = plt.figure(figsize=(15, 11))
+    grid = fig.add_gridspec(3, 6, height_ratios=(1, 1, 1.5))
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(photo)
     ax.set_title("input photo")
@@ -71,6 +81,17 @@ def draw(photo, out, labels, path: str) -> None:
     ax.imshow((0.55 * photo + 0.45 * palette[ids]).astype(np.uint8))
     ax.set_title("overlay")
     ax.axis("off")
+    window = face_parts_window(ids, labels)
+    grey = np.repeat(photo.mean(axis=-1, keepdims=True), 3, axis=-1)
+    differ = np.where((stock_ids != ids)[..., None], palette[ids], grey)
+    for i, (title, shown) in enumerate((
+            ("scores resized (stock post-processing)", 0.35 * photo + 0.65 * palette[stock_ids]),
+            ("log scores resized (ours, face_parser.postprocess)", 0.35 * photo + 0.65 * palette[ids]),
+            (f"the {(stock_ids != ids).sum()} pixels that differ, in our classes", differ))):
+        ax = fig.add_subplot(grid[2, 2 * i:2 * i + 2])
+        ax.imshow(shown[window].astype(np.uint8), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
