@@ -11,8 +11,8 @@ owns it. Both answers warp with OpenCV (one affine map per face, photo pixel
   photo by nearest neighbour: ~5 ms for a 512 px photo, against ~56 ms for
   bilinear scores of every class at every photo pixel. A boundary may move by
   up to half a photo pixel.
-- :func:`paste_probabilities` (recolouring: a few classes) resamples the scores
-  of the chosen classes bilinearly.
+- :func:`paste_probabilities` (recolouring: a few classes) resamples the
+  probabilities of the chosen classes bilinearly in log space.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ import numpy as np
 import torch
 
 from face_parser.faces import Crop
-from face_parser.postprocess import bounded_size, enlarge_labels, image_label_map
+from face_parser.postprocess import (
+    SCORE_FLOOR,
+    bounded_size,
+    enlarge_labels,
+    image_label_map,
+    probabilities_from_log,
+)
 
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1 in output pixels
 
@@ -147,6 +153,8 @@ def paste_probabilities(
     for index, region, matrix, window, mine_hw in faces:
         scores_hwk = scores[index].float().numpy().transpose(1, 2, 0)
         probs_low_hwk = scores_hwk[..., ids] / np.maximum(scores_hwk.sum(axis=-1, keepdims=True), 1e-6)
-        warped = _warp(np.ascontiguousarray(probs_low_hwk), matrix, region).reshape(*mine_hw.shape, len(ids))
+        logs_low_hwk = np.log(np.maximum(probs_low_hwk, SCORE_FLOOR))  # resampled in log space, as label maps are
+        warped_logs = torch.from_numpy(_warp(logs_low_hwk, matrix, region).reshape(*mine_hw.shape, len(ids)))
+        warped = probabilities_from_log(warped_logs).numpy()
         probs_hwc[window][mine_hw] = warped[mine_hw]
     return torch.from_numpy(np.ascontiguousarray(probs_hwc.transpose(2, 0, 1))), torch.from_numpy(owner_hw)

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from face_parser.detectors import FaceDetector
 from face_parser.faces import Face, align_faces, crop_face, find_faces
 from face_parser.labels import LabelScheme
 from face_parser.paste import face_label_map, paste_probabilities
-from face_parser.postprocess import class_probabilities, label_map_bounded
+from face_parser.postprocess import chosen_probabilities, label_map_bounded
 
 ScoreFn = Callable[[list[np.ndarray]], list[torch.Tensor]]  # (H, W, 3) uint8 RGB each -> (K, h, w) float each
 
@@ -48,8 +47,7 @@ class FaceParsing:
         With ``face_indices``, pixels owned by the other faces are 0.
         """
         if self.faces is None:
-            chosen = class_probabilities(self.scores[0][None])[0][list(class_ids)][None]
-            return F.interpolate(chosen, size=size, mode="bilinear", align_corners=False)[0]
+            return chosen_probabilities(self.scores[0][None], list(class_ids), size)[0]
         if not self.faces:
             return torch.zeros(len(class_ids), *size)
         probs_chw, owner_hw = paste_probabilities(self.scores, [f.crop for f in self.faces], size, class_ids=class_ids)

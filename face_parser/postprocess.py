@@ -20,6 +20,8 @@ small Mask2Former from 0.828 to 0.846 (README, "Resizing in log space").
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,6 +56,19 @@ def class_probabilities(scores_bkhw: torch.Tensor, size: tuple[int, int] | None 
     Resized in log space, as :func:`label_map` is, so their argmax is its label map.
     """
     return resized_log_scores(scores_bkhw, size).softmax(dim=1)
+
+
+def chosen_probabilities(scores_bkhw: torch.Tensor, class_ids: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """The probabilities ``(B, len(class_ids), H, W)`` of a few classes (recolouring: lips, hair), each resized
+    in log space on its own: normalised on the score grid, where every class is at hand, so that the other
+    classes are never resized. Between grid points they need not sum to 1."""
+    return probabilities_from_log(resized_log_scores(class_probabilities(scores_bkhw)[:, class_ids], size))
+
+
+def probabilities_from_log(logs: torch.Tensor) -> torch.Tensor:
+    """Log probabilities -> probabilities, with those at the floor back to 0 (a class absent on every grid
+    point around a pixel is absent there, not present at 1e-12; twice the floor allows for float rounding)."""
+    return torch.where(logs > math.log(2 * SCORE_FLOOR), logs.exp(), 0.0)
 
 
 def label_map(scores_bkhw: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from face_parser.postprocess import (
+    chosen_probabilities,
+    class_probabilities,
     image_label_map,
     label_map,
     label_map_bounded,
@@ -74,3 +76,19 @@ def test_at_the_score_grid_the_label_map_is_the_plain_argmax():
     scores = face_like_scores(2)
     assert torch.equal(label_map(scores[None])[0], scores.argmax(0).to(torch.uint8))
     assert torch.equal(label_map(scores[None], size=(16, 16))[0], scores.argmax(0).to(torch.uint8))
+
+
+def test_chosen_probabilities_are_resized_in_log_space_too():
+    """On the grid they are the classes' probabilities; between grid points the geometric blend, which never
+    lets a part's probability spread as far as the linear one (so a matte of lips ends where their label does)."""
+    scores = face_like_scores(3)[None]
+    torch.testing.assert_close(chosen_probabilities(scores, [1, 11], (16, 16)), class_probabilities(scores)[:, [1, 11]])
+    thin = torch.tensor([[[0.99, 0.1]], [[0.01, 0.9]]])[None]  # background, then a part, one cell each
+    part = chosen_probabilities(thin, [1], (1, 200))[0, 0, 0]
+    linear = F.interpolate(class_probabilities(thin)[:, [1]], size=(1, 200), mode="bilinear", align_corners=False)
+    assert (part <= linear[0, 0, 0] + 1e-6).all()
+    midway = part[99:101].mean()  # half-way between the two cells' centres: the geometric mean, not the average
+    assert midway == pytest.approx((0.01 * 0.9) ** 0.5, rel=0.02) and linear[0, 0, 0, 99:101].mean() > 0.45
+    absent = torch.zeros(1, 2, 4, 4)
+    absent[:, 0] = 1
+    assert (chosen_probabilities(absent, [1], (9, 9)) == 0).all()  # absent everywhere: exactly 0, not 1e-12
