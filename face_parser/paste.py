@@ -12,7 +12,7 @@ owns it. Both answers warp with OpenCV (one affine map per face, photo pixel
   bilinear scores of every class at every photo pixel. A boundary may move by
   up to half a photo pixel.
 - :func:`paste_probabilities` (recolouring: a few classes) resamples the
-  probabilities of the chosen classes bilinearly in log space.
+  log-odds of the chosen classes bilinearly (as ``chosen_probabilities`` does).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import torch
 
 from face_parser.faces import Crop
 from face_parser.postprocess import (
-    SCORE_FLOOR,
+    LOGIT_EPS,
     bounded_size,
     enlarge_labels,
     image_label_map,
-    probabilities_from_log,
+    probabilities_from_log_odds,
 )
 
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1 in output pixels
@@ -153,8 +153,9 @@ def paste_probabilities(
     for index, region, matrix, window, mine_hw in faces:
         scores_hwk = scores[index].float().numpy().transpose(1, 2, 0)
         probs_low_hwk = scores_hwk[..., ids] / np.maximum(scores_hwk.sum(axis=-1, keepdims=True), 1e-6)
-        logs_low_hwk = np.log(np.maximum(probs_low_hwk, SCORE_FLOOR))  # resampled in log space, as label maps are
-        warped_logs = torch.from_numpy(_warp(logs_low_hwk, matrix, region).reshape(*mine_hw.shape, len(ids)))
-        warped = probabilities_from_log(warped_logs).numpy()
+        # resampled as log-odds, as chosen_probabilities does
+        log_odds_hwk = torch.logit(torch.from_numpy(probs_low_hwk), eps=LOGIT_EPS).numpy()
+        warped_hwk = _warp(np.ascontiguousarray(log_odds_hwk), matrix, region).reshape(*mine_hw.shape, len(ids))
+        warped = probabilities_from_log_odds(torch.from_numpy(warped_hwk)).numpy()
         probs_hwc[window][mine_hw] = warped[mine_hw]
     return torch.from_numpy(np.ascontiguousarray(probs_hwc.transpose(2, 0, 1))), torch.from_numpy(owner_hw)

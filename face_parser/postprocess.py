@@ -20,8 +20,6 @@ small Mask2Former from 0.828 to 0.846 (README, "Resizing in log space").
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,17 +56,26 @@ def class_probabilities(scores_bkhw: torch.Tensor, size: tuple[int, int] | None 
     return resized_log_scores(scores_bkhw, size).softmax(dim=1)
 
 
+LOGIT_EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before their log-odds (float32 keeps 1 - 1e-6)
+
+
 def chosen_probabilities(scores_bkhw: torch.Tensor, class_ids: list[int], size: tuple[int, int]) -> torch.Tensor:
     """The probabilities ``(B, len(class_ids), H, W)`` of a few classes (recolouring: lips, hair), each resized
-    in log space on its own: normalised on the score grid, where every class is at hand, so that the other
-    classes are never resized. Between grid points they need not sum to 1."""
-    return probabilities_from_log(resized_log_scores(class_probabilities(scores_bkhw)[:, class_ids], size))
+    on its own as its log-odds against all the other classes: normalised on the score grid, where every class
+    is at hand, so that the other classes are never resized. A class's > 0.5 region then ends where its label
+    does (exactly, with two classes): the log-odds are the difference of the two log scores that
+    :func:`label_map` compares. Probabilities within ``LOGIT_EPS`` of 0 or 1 come back as 0 or 1."""
+    log_odds = torch.logit(class_probabilities(scores_bkhw)[:, class_ids], eps=LOGIT_EPS)
+    if tuple(log_odds.shape[-2:]) != tuple(size):
+        log_odds = F.interpolate(log_odds, size=size, mode="bilinear", align_corners=False)
+    return probabilities_from_log_odds(log_odds)
 
 
-def probabilities_from_log(logs: torch.Tensor) -> torch.Tensor:
-    """Log probabilities -> probabilities, with those at the floor back to 0 (a class absent on every grid
-    point around a pixel is absent there, not present at 1e-12; twice the floor allows for float rounding)."""
-    return torch.where(logs > math.log(2 * SCORE_FLOOR), logs.exp(), 0.0)
+def probabilities_from_log_odds(log_odds: torch.Tensor) -> torch.Tensor:
+    """Resized log-odds -> probabilities; within twice ``LOGIT_EPS`` of 0 or 1 (the clamp, and float rounding
+    in the resize) they are 0 or 1: a class absent all around a pixel is absent there."""
+    probs = log_odds.sigmoid()
+    return torch.where(probs < 2 * LOGIT_EPS, 0.0, torch.where(probs > 1 - 2 * LOGIT_EPS, 1.0, probs))
 
 
 def label_map(scores_bkhw: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:

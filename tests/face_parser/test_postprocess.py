@@ -78,17 +78,16 @@ def test_at_the_score_grid_the_label_map_is_the_plain_argmax():
     assert torch.equal(label_map(scores[None], size=(16, 16))[0], scores.argmax(0).to(torch.uint8))
 
 
-def test_chosen_probabilities_are_resized_in_log_space_too():
-    """On the grid they are the classes' probabilities; between grid points the geometric blend, which never
-    lets a part's probability spread as far as the linear one (so a matte of lips ends where their label does)."""
+def test_a_chosen_class_is_above_one_half_where_its_label_is():
+    """Recolouring's probabilities: on the grid, the classes' probabilities; resized, each one's log-odds, so
+    with two classes its > 0.5 region is exactly its label map's."""
     scores = face_like_scores(3)[None]
     torch.testing.assert_close(chosen_probabilities(scores, [1, 11], (16, 16)), class_probabilities(scores)[:, [1, 11]])
-    thin = torch.tensor([[[0.99, 0.1]], [[0.01, 0.9]]])[None]  # background, then a part, one cell each
-    part = chosen_probabilities(thin, [1], (1, 200))[0, 0, 0]
-    linear = F.interpolate(class_probabilities(thin)[:, [1]], size=(1, 200), mode="bilinear", align_corners=False)
-    assert (part <= linear[0, 0, 0] + 1e-6).all()
-    midway = part[99:101].mean()  # half-way between the two cells' centres: the geometric mean, not the average
-    assert midway == pytest.approx((0.01 * 0.9) ** 0.5, rel=0.02) and linear[0, 0, 0, 99:101].mean() > 0.45
+    torch.manual_seed(4)
+    two = face_like_scores(4, classes=2)[None]
+    part = chosen_probabilities(two, [1], (150, 97))[0, 0]
+    assert torch.equal(part > 0.5, label_map(two, size=(150, 97))[0] == 1) and 0.1 < (part > 0.5).float().mean() < 0.9
     absent = torch.zeros(1, 2, 4, 4)
     absent[:, 0] = 1
-    assert (chosen_probabilities(absent, [1], (9, 9)) == 0).all()  # absent everywhere: exactly 0, not 1e-12
+    assert (chosen_probabilities(absent, [1], (9, 9)) == 0).all()
+    assert (chosen_probabilities(absent, [0], (9, 9)) == 1).all()
