@@ -26,10 +26,11 @@ import torch
 
 from face_parser.faces import Crop
 from face_parser.postprocess import (
-    LOGIT_EPS,
     bounded_size,
+    class_probabilities,
     enlarge_labels,
     image_label_map,
+    log_odds,
     probabilities_from_log_odds,
 )
 
@@ -151,11 +152,10 @@ def paste_probabilities(
         probs_hwc[..., ids.index(0)] = 1.0
     faces, owner_hw, _ = _owners(scores, crops, photo_size, out_size)
     for index, region, matrix, window, mine_hw in faces:
-        scores_hwk = scores[index].float().numpy().transpose(1, 2, 0)
-        probs_low_hwk = scores_hwk[..., ids] / np.maximum(scores_hwk.sum(axis=-1, keepdims=True), 1e-6)
         # resampled as log-odds, as chosen_probabilities does
-        log_odds_hwk = torch.logit(torch.from_numpy(probs_low_hwk), eps=LOGIT_EPS).numpy()
-        warped_hwk = _warp(np.ascontiguousarray(log_odds_hwk), matrix, region).reshape(*mine_hw.shape, len(ids))
+        log_odds_khw = log_odds(class_probabilities(scores[index][None])[0, ids])
+        log_odds_hwk = np.ascontiguousarray(log_odds_khw.numpy().transpose(1, 2, 0))
+        warped_hwk = _warp(log_odds_hwk, matrix, region).reshape(*mine_hw.shape, len(ids))
         warped = probabilities_from_log_odds(torch.from_numpy(warped_hwk)).numpy()
         probs_hwc[window][mine_hw] = warped[mine_hw]
     return torch.from_numpy(np.ascontiguousarray(probs_hwc.transpose(2, 0, 1))), torch.from_numpy(owner_hw)

@@ -40,12 +40,16 @@ def log_scores(scores: torch.Tensor) -> torch.Tensor:
     return scores.float().clamp_min(SCORE_FLOOR).log()
 
 
+def resized(maps_bchw: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Per-class maps ``(B, C, h, w)`` -> ``(B, C, H, W)``, bilinearly (not at all without a size or at the same)."""
+    if size is None or tuple(maps_bchw.shape[-2:]) == tuple(size):
+        return maps_bchw
+    return F.interpolate(maps_bchw, size=size, mode="bilinear", align_corners=False)
+
+
 def resized_log_scores(scores_bkhw: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    """``(B, K, h, w)`` scores -> ``(B, K, H, W)`` log scores, resized bilinearly (not at all at the same size)."""
-    logs = log_scores(scores_bkhw)
-    if size is None or tuple(logs.shape[-2:]) == tuple(size):
-        return logs
-    return F.interpolate(logs, size=size, mode="bilinear", align_corners=False)
+    """``(B, K, h, w)`` scores -> ``(B, K, H, W)`` log scores, resized bilinearly."""
+    return resized(log_scores(scores_bkhw), size)
 
 
 def class_probabilities(scores_bkhw: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -65,10 +69,12 @@ def chosen_probabilities(scores_bkhw: torch.Tensor, class_ids: list[int], size: 
     is at hand, so that the other classes are never resized. A class's > 0.5 region then ends where its label
     does (exactly, with two classes): the log-odds are the difference of the two log scores that
     :func:`label_map` compares. Probabilities within ``LOGIT_EPS`` of 0 or 1 come back as 0 or 1."""
-    log_odds = torch.logit(class_probabilities(scores_bkhw)[:, class_ids], eps=LOGIT_EPS)
-    if tuple(log_odds.shape[-2:]) != tuple(size):
-        log_odds = F.interpolate(log_odds, size=size, mode="bilinear", align_corners=False)
-    return probabilities_from_log_odds(log_odds)
+    return probabilities_from_log_odds(resized(log_odds(class_probabilities(scores_bkhw)[:, class_ids]), size))
+
+
+def log_odds(probs: torch.Tensor) -> torch.Tensor:
+    """Probabilities -> their log-odds, clamped to ``[LOGIT_EPS, 1 - LOGIT_EPS]`` first."""
+    return torch.logit(probs, eps=LOGIT_EPS)
 
 
 def probabilities_from_log_odds(log_odds: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from face_parser.modeling import FaceParser
-from face_parser.postprocess import class_probabilities, label_map, semantic_scores
+from face_parser.postprocess import class_probabilities, label_map, resized, semantic_scores
 from face_parser.preprocess import resize_rgb, to_pixel_values
 from model_training.compare import astronaut_face
 
@@ -47,8 +46,7 @@ def draw(photo, out, labels, path: str) -> None:
     probs = class_probabilities(scores, size=photo.shape[:2])[0].numpy()
     ids = label_map(scores, size=photo.shape[:2])[0].numpy()
     palette = np.array(labels.palette(), dtype=np.uint8).reshape(-1, 3)
-    linear = F.interpolate(scores, size=photo.shape[:2], mode="bilinear", align_corners=False)
-    stock_ids = linear.argmax(1)[0].numpy()  # what the stock post-processing answers
+    stock_ids = resized(scores, photo.shape[:2]).argmax(1)[0].numpy()  # what the stock post-processing answers
 
     fig = plt.figure(figsize=(15, 11))
     grid = fig.add_gridspec(3, 6, height_ratios=(1, 1, 1.5))
