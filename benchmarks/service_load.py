@@ -1,7 +1,8 @@
 """Load benchmark: the service against a plain FastAPI handler and LitServe, on loopback.
 
     python -m benchmarks.service_load [--images DIR] [--concurrency 1 4 16] [--requests 96] [--rounds 3]
-                                      [--servers ours plain litserve] [--faces whole auto] [--json out.json]
+                                      [--servers ours plain litserve] [--faces whole auto] [--processes 1 4]
+                                      [--json out.json]
 
 Each server runs as a real process (uvicorn) on a loopback port with the same model; an async
 client sends ``POST /parse?format=png`` with face photos at each concurrency. Every round measures
@@ -14,7 +15,8 @@ drawn by ``tests/conftest.py::draw_face`` (512 x 512 JPEG). The LitServe baselin
 the same server run (rows ``ours`` and ``ours:auto``); the baselines always parse the photo whole.
 ``--neighbour N`` measures every level twice in the same server run, quiet and then next to ``N``
 processes that each keep a core busy at a higher priority (rows ``...+busy``): a shared machine, or a
-container over its CPU quota.
+container over its CPU quota. ``--processes 1 4`` measures the service once per ``FACEPARSE_PROCESSES``
+value (rows ``ours`` and ``ours-p4``), each measured once all its processes are ready.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from itertools import product
 from pathlib import Path
 
@@ -133,6 +136,14 @@ def batch_totals(metrics_text: str) -> tuple[float, float]:
     return totals.get("faceparse_batch_size_sum", 0.0), totals.get("faceparse_batch_size_count", 0.0)
 
 
+def ready_processes(metrics_text: str) -> float:
+    """The service's ``faceparse_ready`` gauge (summed over its processes) in Prometheus text; 0 when absent."""
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "faceparse_ready":
+            return sum(sample.value for sample in family.samples)
+    return 0.0
+
+
 def median_forward(measurements: list[dict]) -> dict:
     """Per batch size, the median over rounds of ``{"ms_per_image", "img_per_s"}``."""
     keys = ("ms_per_image", "img_per_s")
@@ -199,7 +210,7 @@ async def answer_agreement(client: httpx.AsyncClient, spec: ServerSpec, base: st
 
 async def batch_reading(spec: ServerSpec, client: httpx.AsyncClient, base: str) -> tuple[float, float]:
     """``(requests, forward passes)`` so far: the service's ``/metrics``, LitServe's batch log; plain: none."""
-    if spec.name == "ours":
+    if spec.name.startswith("ours"):
         return batch_totals((await client.get(base + "/metrics")).text)
     if spec.batch_log and spec.batch_log.exists():
         sizes = [int(line) for line in spec.batch_log.read_text().split()]
@@ -228,10 +239,12 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
             for spec in specs:
                 with running(spec, log_dir / f"{spec.name}.log") as server:
                     base = server.base_url
+                    if spec.name.startswith("ours"):
+                        await all_processes_ready(spec, base)
                     share = await answer_agreement(client, spec, base, photos[0], expected)
                     agreement[spec.name] = min(share, agreement.get(spec.name, 1.0))
                     await run_round(client, base + "/parse", photos, 4, 16)  # warm-up
-                    for mode in args.faces if spec.name == "ours" else ["whole"]:
+                    for mode in args.faces if spec.name.startswith("ours") else ["whole"]:
                         params = {**PARSE_PARAMS, "faces": mode}
                         name = spec.name if mode == "whole" else f"{spec.name}:{mode}"
                         for concurrency, busy in product(args.concurrency, neighbours):
@@ -335,6 +348,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--num-images", type=int, default=16)
     ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--processes", type=int, nargs="+", default=[1],
+                    help="the service's FACEPARSE_PROCESSES values to measure, each a server of its own (ours-pN)")
     ap.add_argument("--faces", nargs="+", default=["whole"], choices=("whole", "auto"),
                     help="the service's faces modes to measure (the baselines always parse whole)")
     ap.add_argument("--requests", type=int, default=96, help="requests per round at each concurrency")
@@ -359,6 +374,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def server_specs(name: str, args: argparse.Namespace, log_dir: Path, service_env: dict[str, str]) -> list[ServerSpec]:
+    """``name``'s server; the service once per ``--processes`` value (``ours``, ``ours-p2``, ...)."""
+    spec = partial(server_spec, name, args.model, args.max_batch_size, args.max_batch_delay_ms, log_dir,
+                   litserve_batch_timeout_ms=args.litserve_batch_timeout_ms)
+    if name != "ours":
+        return [spec(service_env)]
+    specs = [spec({**service_env, "FACEPARSE_PROCESSES": str(n)}) for n in args.processes]
+    for n, each in zip(args.processes, specs, strict=True):
+        each.name = "ours" if n == 1 else f"ours-p{n}"
+    return specs
+
+
+async def all_processes_ready(spec: ServerSpec, base: str, timeout_s: float = 120.0) -> None:
+    """Wait until every service process is ready (``/readyz`` answers once one is): connections made before
+    the others listen would all stay with the first, and keep-alive would keep them there."""
+    wanted = float(spec.env.get("FACEPARSE_PROCESSES", "1"))
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
+        while ready_processes((await fresh.get(base + "/metrics")).text) < wanted:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{spec.name}: not every process was ready within {timeout_s:.0f} s")
+            await asyncio.sleep(0.25)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     photos = load_photos(args.images, args.num_images)
@@ -366,8 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     service_env = dict(kv.split("=", 1) for kv in args.service_env)
-    specs = [server_spec(name, args.model, args.max_batch_size, args.max_batch_delay_ms, log_dir, service_env,
-                         args.litserve_batch_timeout_ms) for name in args.servers]
+    specs = [spec for name in args.servers for spec in server_specs(name, args, log_dir, service_env)]
     for spec in specs:
         if spec.batch_log:
             spec.batch_log.unlink(missing_ok=True)

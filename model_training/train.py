@@ -104,13 +104,34 @@ class TimeBudget(TrainerCallback):
         if time.time() > self.deadline:
             control.should_training_stop = control.should_evaluate = control.should_save = True
 
-    def cosine(self, optimizer: torch.optim.Optimizer, warmup_steps: int) -> LambdaLR:
+    def cosine(self, optimizer: torch.optim.Optimizer, warmup_steps: int) -> BudgetCosine:
         """Linear warm-up over ``warmup_steps``, then cosine from 1 to 0 as the budget runs out."""
-        def factor(step: int) -> float:
-            warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-            spent = min(1.0, 1 - (self.deadline - time.time()) / self.seconds)
-            return warm * 0.5 * (1 + math.cos(math.pi * spent))
-        return LambdaLR(optimizer, factor)
+        return BudgetCosine(optimizer, self, warmup_steps)
+
+    def factor(self, steps: int, warmup_steps: int) -> float:
+        """The learning rate's multiplier after ``steps`` steps of this run."""
+        warm = min(1.0, (steps + 1) / warmup_steps) if warmup_steps else 1.0
+        spent = min(1.0, 1 - (self.deadline - time.time()) / self.seconds)
+        return warm * 0.5 * (1 + math.cos(math.pi * spent))
+
+
+class BudgetCosine(LambdaLR):
+    """:meth:`TimeBudget.cosine`'s schedule. Resumed from a checkpoint, it keeps this run's learning rate
+    (``--learning_rate``, not the checkpoint's) and warms up again from the step it resumes at: restored
+    as it was, a continuation jumped straight to the old run's peak rate, and a Mask2Former resumed at
+    3e-4 fell from 0.791 to 0.714 validation F1 in one epoch."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, budget: TimeBudget, warmup_steps: int):
+        self.first_step = 0
+        super().__init__(optimizer, lambda step: budget.factor(step - self.first_step, warmup_steps))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        base_lrs = self.base_lrs
+        super().load_state_dict(state_dict)
+        self.base_lrs, self.first_step = base_lrs, self.last_epoch
+        factor = self.lr_lambdas[0](self.last_epoch)
+        for group, base_lr in zip(self.optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base_lr * factor
 
 
 class ParserTrainer(Trainer):

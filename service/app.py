@@ -68,10 +68,12 @@ async def lifespan(app: FastAPI):
     dtype = str(parser.dtype).removeprefix("torch.")
     app.state.metrics.model_info.labels(parser.version, str(parser.device), dtype).set(1)
     app.state.engine = engine
+    app.state.metrics.ready.set(1)
     log.info("model %s ready on %s (%s)", parser.version, parser.device, parser.dtype)
     try:
         yield
     finally:
+        app.state.metrics.ready.set(0)
         app.state.engine = None
         app.state.not_ready_reason = "shutting down"
         await engine.stop()

@@ -1,13 +1,16 @@
 """Prometheus collectors, prefixed ``faceparse_``, in a registry of their own per app.
 
-Endpoint labels are route templates (bounded), never raw paths.
+Endpoint labels are route templates (bounded), never raw paths. Under several service processes
+(:mod:`service.processes`) each process writes its values to ``PROMETHEUS_MULTIPROC_DIR`` and a scrape,
+whichever process answers it, reads them all: counters and histograms summed, the gauges as each says.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from service.batcher import BatchObserver
 
@@ -34,14 +37,27 @@ class Metrics(BatchObserver):
         self.inference = Histogram("faceparse_inference_seconds", "Forward pass time per batch",
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.batch_failures = Counter("faceparse_batch_failures", "Batches whose forward pass raised", registry=r)
-        self.depth = Gauge("faceparse_queue_depth", "Requests waiting for a batch", registry=r)
+        self.depth = Gauge("faceparse_queue_depth", "Requests waiting for a batch", registry=r,
+                           multiprocess_mode="livesum")
         self.rejections = Counter("faceparse_rejected", "Requests refused by the batcher", ["reason"], registry=r)
-        self.model_info = Gauge("faceparse_model_info", "Loaded model", ["version", "device", "dtype"], registry=r)
-        self.live_streams = Gauge("faceparse_live_streams", "Open WS /recolor/live streams", registry=r)
+        self.model_info = Gauge("faceparse_model_info", "Loaded model", ["version", "device", "dtype"], registry=r,
+                                multiprocess_mode="livemax")
+        self.ready = Gauge("faceparse_ready", "Service processes with their model loaded and warm",
+                           registry=r, multiprocess_mode="livesum")
+        self.live_streams = Gauge("faceparse_live_streams", "Open WS /recolor/live streams", registry=r,
+                                  multiprocess_mode="livesum")
         self.live_closed = Counter("faceparse_live_closed", "WS /recolor/live streams the server ended, by close code",
                                    ["code"], registry=r)
         for code in live_close_codes:
             self.live_closed.labels(str(code))
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: this app's registry, or every process's values in multiprocess mode."""
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
     def queue_depth(self, depth: int) -> None:
         self.depth.set(depth)

@@ -37,8 +37,12 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="what forward passes compute in; auto: fp16 on CUDA, on a CPU bf16 where it has "
         "bf16 instructions (AVX512-BF16, AMX), else fp32")
+    processes: int = Field(1, ge=1, le=64, description="service processes sharing the port (python -m service), "
+                           "each with its own model, batcher and limits (every bound below is per process); "
+                           "for a GPU, where one Python process cannot keep it busy")
     torch_threads: int = Field(
-        0, ge=0, description="CPU threads for forward passes, shared by the workers; 0 = all cores")
+        0, ge=0, description="CPU threads for forward passes, shared by the workers; 0 = all cores (with several "
+        "processes, each gets its share)")
     inference_workers: int = Field(0, ge=0, le=64, description="forward passes at once; 0 = auto: one per core "
                                    "(at most 4) on CPU, each using the cores the others leave idle; 1 on GPU")
 

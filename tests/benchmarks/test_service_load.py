@@ -5,7 +5,16 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from benchmarks.servers import server_spec, service_spec
-from benchmarks.service_load import LevelStats, RoundResult, batch_totals, summarize, verdict
+from benchmarks.service_load import (
+    LevelStats,
+    RoundResult,
+    batch_totals,
+    parse_args,
+    ready_processes,
+    server_specs,
+    summarize,
+    verdict,
+)
 from service.metrics import Metrics
 
 
@@ -15,6 +24,22 @@ def test_batch_totals_reads_the_services_histogram():
         metrics.batch_started(size, [0.0] * size)
     assert batch_totals(generate_latest(metrics.registry).decode()) == (19.0, 3.0)
     assert batch_totals("") == (0.0, 0.0)
+
+
+def test_ready_processes_reads_the_services_gauge():
+    metrics = Metrics()
+    assert ready_processes(generate_latest(metrics.registry).decode()) == 0.0
+    metrics.ready.set(1)
+    assert ready_processes(generate_latest(metrics.registry).decode()) == 1.0
+    assert ready_processes("") == 0.0
+
+
+def test_the_service_is_measured_once_per_process_count(tmp_path):
+    args = parse_args(["--servers", "ours", "plain", "--processes", "1", "4", "--service-env", "FACEPARSE_FLIP=1"])
+    specs = [spec for name in args.servers for spec in server_specs(name, args, tmp_path, {"FACEPARSE_FLIP": "1"})]
+    assert [s.name for s in specs] == ["ours", "ours-p4", "plain"]
+    assert [s.env.get("FACEPARSE_PROCESSES") for s in specs] == ["1", "4", None]
+    assert specs[1].env["FACEPARSE_FLIP"] == "1" and specs[1].args == specs[0].args
 
 
 def test_summarize_takes_the_median_round_and_pools_latencies():

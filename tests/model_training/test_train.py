@@ -47,3 +47,23 @@ def test_budget_stops_training_with_an_evaluation_and_a_checkpoint(clock):
     clock.now += 61
     budget.on_step_end(None, None, control)
     assert control.should_training_stop and control.should_evaluate and control.should_save
+
+
+def test_a_resumed_cosine_keeps_its_own_learning_rate_and_warms_up_again(clock):
+    """The checkpoint's schedule belonged to another run: its peak rate and its step count are not reused."""
+    first = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    old = train.TimeBudget(minutes=10).cosine(first, warmup_steps=4)
+    for _ in range(100):
+        first.step()
+        old.step()
+    saved = old.state_dict()
+    clock.now += 3600  # another day, another budget
+    second = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    new = train.TimeBudget(minutes=10).cosine(second, warmup_steps=4)
+    new.load_state_dict(saved)
+    assert new.last_epoch == 100  # the step count goes on (the Trainer's logs, its checkpoints)
+    assert second.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.25)  # step 1 of a new warm-up, at 1e-4
+    for _ in range(3):
+        second.step()
+        new.step()
+    assert second.param_groups[0]["lr"] == pytest.approx(1e-4)

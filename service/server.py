@@ -1,0 +1,50 @@
+"""Run the app under uvicorn: in this process, or in ``FACEPARSE_PROCESSES`` processes on one port."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from functools import partial
+
+import uvicorn
+
+from service.app import create_app
+from service.connections import ConnectionGuard, bounded_ws_protocol, guarded_protocol
+from service.processes import reuse_port_socket, stop_with_parent, supervise
+from service.settings import Settings, get_settings
+from service.threads import DEFAULT_THREADS
+
+
+def serve(settings: Settings, host: str, port: int, sock: socket.socket | None = None) -> None:
+    """The app under uvicorn, with the service's connection limits; on ``sock`` when given."""
+    app = create_app(settings)
+    guard = ConnectionGuard(settings, on_reject=app.state.metrics.rejected)
+    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False,
+                            timeout_graceful_shutdown=30, http=guarded_protocol(guard),
+                            ws=bounded_ws_protocol(settings), timeout_keep_alive=settings.keep_alive_timeout_s,
+                            ws_max_size=settings.max_upload_bytes)
+    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
+
+
+def serve_process(host: str, port: int, index: int, count: int) -> None:
+    """One of ``count`` service processes (spawned by :func:`service.processes.supervise`)."""
+    stop_with_parent()
+    settings = get_settings()
+    # the cores are shared out: each process's forward passes get their part, not all of them
+    settings = settings.model_copy(update={"torch_threads": settings.torch_threads or max(1, DEFAULT_THREADS // count)})
+    configure_logging(settings)
+    logging.getLogger("service").info("process %d of %d: %d torch threads", index, count, settings.torch_threads)
+    serve(settings, host, port, reuse_port_socket(host, port))
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, in one process or under :func:`service.processes.supervise`."""
+    configure_logging(settings)
+    if settings.processes == 1:
+        serve(settings, host, port)
+    else:
+        supervise(settings.processes, host, port, partial(serve_process, host, port))

@@ -1,0 +1,117 @@
+"""Several service processes on one port (``FACEPARSE_PROCESSES``): ``service.processes`` and a real server.
+
+What a real server shows: each process listens on the port itself, connections are spread over them, one
+scrape reports every process's counts, a process that dies is started again, and SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.processes import MetricsDirectory, check_port_free
+from tests.conftest import draw_face, metric, png_bytes
+from tests.live_server import live_server
+
+PROCESSES = 2
+
+
+def listeners(port: int) -> int:
+    """Sockets listening on ``port`` (IPv4, any address), from ``/proc/net/tcp``."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
+def service_processes(supervisor: int) -> set[int]:
+    """The supervisor's children that run the service (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return {int(pid) for pid in children
+            if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")}
+
+
+def parse_requests_by_process(metrics_dir: Path) -> dict[int, float]:
+    """Each process's own count of answered ``/parse`` requests, read from its multiprocess file."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    counts = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        pid = int(path.stem.split("_")[1])
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+            _, sample, labels, _ = json.loads(key)
+            if sample == "faceparse_requests_total" and labels.get("endpoint") == "/parse":
+                counts[pid] = counts.get(pid, 0.0) + value
+    return counts
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.25)
+
+
+def test_a_held_port_is_named_before_any_process_starts():
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"127.0.0.1:{port}"):
+            check_port_free("127.0.0.1", port)
+
+
+def test_the_metrics_folder_is_emptied_first_and_a_temporary_one_removed(tmp_path, monkeypatch):
+    given = tmp_path / "metrics"
+    given.mkdir()
+    (given / "counter_123.db").write_bytes(b"stale")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
+    with MetricsDirectory() as metrics:
+        assert metrics.path == given and not list(given.glob("*.db"))
+    assert given.is_dir() and os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(given)  # the user's: kept
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    with MetricsDirectory() as metrics:
+        temporary = metrics.path
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(temporary)
+    assert not temporary.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+@pytest.mark.slow
+def test_processes_share_the_port_the_counts_and_come_back(tiny_model_dir, tmp_path, monkeypatch):
+    metrics_dir = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    image = png_bytes(draw_face(64, seed=3)[0])
+    with live_server(tiny_model_dir, tmp_path / "server.log", device="cpu", processes=PROCESSES,
+                     max_batch_delay_ms=0, log_level="warning") as (base, port):
+        wait_for(lambda: listeners(port) == PROCESSES)  # each listens once its model is loaded
+        for _ in range(24):  # a new connection each: the kernel spreads them over the listeners
+            r = httpx.post(base + "/parse", params={"faces": "whole"}, files={"image": ("a.png", image)}, timeout=30)
+            assert r.status_code == 200, r.text
+        by_process = parse_requests_by_process(metrics_dir)
+        assert len(by_process) == PROCESSES and min(by_process.values()) > 0, by_process
+        text = httpx.get(base + "/metrics", timeout=10).text  # whichever process answers: all of them
+        assert metric(text, "faceparse_requests_total", endpoint="/parse", status="200") == 24
+        assert metric(text, "faceparse_batch_size_count") == 24
+
+        supervisor = int(next(p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_supervisor(p, port)).name)
+        first = service_processes(supervisor)
+        assert len(first) == PROCESSES
+        os.kill(min(first), signal.SIGKILL)
+        wait_for(lambda: len(service_processes(supervisor) - first) == 1 and listeners(port) == PROCESSES)
+        r = httpx.post(base + "/parse", params={"faces": "whole"}, files={"image": ("a.png", image)}, timeout=30)
+        assert r.status_code == 200
+        running = service_processes(supervisor)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in running | {supervisor}), timeout_s=30)
+    assert listeners(port) == 0
+
+
+def _is_supervisor(proc: Path, port: int) -> bool:
+    """``python -m service --port <port>`` itself (its children are spawned interpreters)."""
+    try:
+        args = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"service" in args and str(port).encode() in args
