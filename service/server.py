@@ -1,4 +1,8 @@
-"""Run the app under uvicorn: in this process, or in ``FACEPARSE_PROCESSES`` processes on one port."""
+"""Run the app under uvicorn: in this process, or in ``FACEPARSE_PROCESSES`` processes on one port.
+
+The app (and torch with it) is imported inside the functions that serve: the supervisor of several
+processes imports this module too and serves nothing: 49 MB resident, where torch loaded made it 416 MB.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,15 @@ from functools import partial
 
 import uvicorn
 
-from service.app import create_app
 from service.connections import ConnectionGuard, bounded_ws_protocol, guarded_protocol
 from service.processes import reuse_port_socket, stop_with_parent, supervise
 from service.settings import Settings, get_settings
-from service.threads import DEFAULT_THREADS
 
 
 def serve(settings: Settings, host: str, port: int, sock: socket.socket | None = None) -> None:
     """The app under uvicorn, with the service's connection limits; on ``sock`` when given."""
+    from service.app import create_app
+
     app = create_app(settings)
     guard = ConnectionGuard(settings, on_reject=app.state.metrics.rejected)
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False,
@@ -28,6 +32,8 @@ def serve(settings: Settings, host: str, port: int, sock: socket.socket | None =
 
 def serve_process(host: str, port: int, index: int, count: int) -> None:
     """One of ``count`` service processes (spawned by :func:`service.processes.supervise`)."""
+    from service.threads import DEFAULT_THREADS
+
     stop_with_parent()
     settings = get_settings()
     # the cores are shared out: each process's forward passes get their part, not all of them

@@ -1,7 +1,8 @@
 """Several service processes on one port (``FACEPARSE_PROCESSES``): ``service.processes`` and a real server.
 
 What a real server shows: each process listens on the port itself, connections are spread over them, one
-scrape reports every process's counts, a process that dies is started again, and SIGTERM stops them all.
+scrape reports every process's counts, a process that dies is started again, the supervisor loads no
+model, and SIGTERM stops them all.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def test_processes_share_the_port_the_counts_and_come_back(tiny_model_dir, tmp_p
         assert metric(text, "faceparse_batch_size_count") == 24
 
         supervisor = int(next(p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_supervisor(p, port)).name)
+        assert "libtorch" not in Path(f"/proc/{supervisor}/maps").read_text()  # it serves nothing: no model
         first = service_processes(supervisor)
         assert len(first) == PROCESSES
         os.kill(min(first), signal.SIGKILL)
