@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.servers import running, service_spec
 from service.processes import MetricsDirectory, check_port_free
 from tests.conftest import draw_face, metric, png_bytes
-from tests.live_server import live_server
 
 PROCESSES = 2
 
@@ -31,10 +31,18 @@ def listeners(port: int) -> int:
 
 
 def service_processes(supervisor: int) -> set[int]:
-    """The supervisor's children that run the service (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-    return {int(pid) for pid in children
-            if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")}
+    """The supervisor's living children that run the service (not multiprocessing's resource tracker)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):  # not a process, or it ended meanwhile
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == supervisor and state != "Z" and b"resource_tracker" not in cmdline:
+            found.add(int(proc.name))
+    return found
 
 
 def parse_requests_by_process(metrics_dir: Path) -> dict[int, float]:
@@ -85,8 +93,10 @@ def test_processes_share_the_port_the_counts_and_come_back(tiny_model_dir, tmp_p
     metrics_dir = tmp_path / "metrics"
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     image = png_bytes(draw_face(64, seed=3)[0])
-    with live_server(tiny_model_dir, tmp_path / "server.log", device="cpu", processes=PROCESSES,
-                     max_batch_delay_ms=0, log_level="warning") as (base, port):
+    spec = service_spec(tiny_model_dir, device="cpu", processes=PROCESSES, max_batch_delay_ms=0, log_level="warning")
+    with running(spec, tmp_path / "server.log", ready_timeout_s=90) as server:
+        base, supervisor = server.base_url, server.pid
+        port = int(base.rsplit(":", 1)[1])
         wait_for(lambda: listeners(port) == PROCESSES)  # each listens once its model is loaded
         for _ in range(24):  # a new connection each: the kernel spreads them over the listeners
             r = httpx.post(base + "/parse", params={"faces": "whole"}, files={"image": ("a.png", image)}, timeout=30)
@@ -97,7 +107,6 @@ def test_processes_share_the_port_the_counts_and_come_back(tiny_model_dir, tmp_p
         assert metric(text, "faceparse_requests_total", endpoint="/parse", status="200") == 24
         assert metric(text, "faceparse_batch_size_count") == 24
 
-        supervisor = int(next(p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_supervisor(p, port)).name)
         assert "libtorch" not in Path(f"/proc/{supervisor}/maps").read_text()  # it serves nothing: no model
         first = service_processes(supervisor)
         assert len(first) == PROCESSES
@@ -105,15 +114,7 @@ def test_processes_share_the_port_the_counts_and_come_back(tiny_model_dir, tmp_p
         wait_for(lambda: len(service_processes(supervisor) - first) == 1 and listeners(port) == PROCESSES)
         r = httpx.post(base + "/parse", params={"faces": "whole"}, files={"image": ("a.png", image)}, timeout=30)
         assert r.status_code == 200
-        running = service_processes(supervisor)
-    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in running | {supervisor}), timeout_s=30)
+        alive = service_processes(supervisor)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in alive | {supervisor}), timeout_s=30)
     assert listeners(port) == 0
 
-
-def _is_supervisor(proc: Path, port: int) -> bool:
-    """``python -m service --port <port>`` itself (its children are spawned interpreters)."""
-    try:
-        args = (proc / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"service" in args and str(port).encode() in args
