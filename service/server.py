@@ -6,11 +6,13 @@ processes imports this module too and serves nothing: 49 MB resident, where torc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from functools import partial
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from service.connections import ConnectionGuard, bounded_ws_protocol, guarded_protocol
 from service.processes import reuse_port_socket, stop_with_parent, supervise
@@ -27,7 +29,11 @@ def serve(settings: Settings, host: str, port: int, sock: socket.socket | None =
                             timeout_graceful_shutdown=30, http=guarded_protocol(guard),
                             ws=bounded_ws_protocol(settings), timeout_keep_alive=settings.keep_alive_timeout_s,
                             ws_max_size=settings.max_upload_bytes)
-    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before uvicorn takes over the signals
+        server.run(sockets=None if sock is None else [sock])
+    if not server.started:  # the port was taken, say: fail as uvicorn.run does, not with 0
+        raise SystemExit(STARTUP_FAILURE)
 
 
 def serve_process(host: str, port: int, index: int, count: int) -> None:

@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,6 +88,20 @@ def test_the_metrics_folder_is_emptied_first_and_a_temporary_one_removed(tmp_pat
         temporary = metrics.path
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(temporary)
     assert not temporary.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_taken_port_fails_the_start(tiny_model_dir, processes):
+    """Not an exit code of 0 (an orchestrator would take it for a clean stop), and the log says why."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPARSE_")}
+    env.update(FACEPARSE_MODEL_DIR=tiny_model_dir, FACEPARSE_DEVICE="cpu", FACEPARSE_PROCESSES=str(processes))
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "address already in use" in done.stderr.lower(), done.stderr[-2000:]
 
 
 @pytest.mark.slow
