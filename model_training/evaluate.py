@@ -1,9 +1,12 @@
-"""Evaluate a model folder: per-image F, pooled per-class F1 / IoU, a bar chart, a confusion matrix
-and an overlay grid.
+"""Evaluate a model folder: per-image F, pooled per-class F1 / IoU with 95% bootstrap intervals, a bar
+chart, a confusion matrix and an overlay grid.
 
     python -m model_training.evaluate --model models/face-parser \
         --data_dir ../shared/data/celebamask-mini --test_count 100 --val_count 100 --split test \
-        --out reports/eval-test
+        --out reports/eval-test [--paired_with reports/eval-old/per_image_confusion.npz]
+
+Each photo's confusion matrix is kept (``per_image_confusion.npz``), so that a later evaluation of another
+model on the same photos can say whether it is better by more than chance (``--paired_with``).
 
 Predictions are made exactly as the service makes them (shared preprocessing
 and post-processing), at the label maps' own resolution (512 for CelebAMask-HQ).
@@ -23,7 +26,7 @@ from tqdm.auto import tqdm
 
 from face_parser.modeling import FaceParser
 from face_parser.postprocess import label_map
-from model_training.metrics import ConfusionMatrix, PerImageF
+from model_training.metrics import ConfusionMatrix, PerImageF, bootstrap_intervals, paired_differences
 
 # the figures printed after an evaluation and an export
 HEADLINE = ("per_image_f", "mean_f1_foreground", "mean_f1_all", "mean_iou", "classes_never_predicted")
@@ -37,20 +40,26 @@ def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], siz
 
 def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,
                     keep: int = 6, flip: bool = False) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """Scores over ``indices`` and the first ``keep`` (image, truth, prediction) triples."""
+    """Scores over ``indices`` (``report["per_image_confusion"]``: each photo's matrix, ``(N, K, K)``) and the
+    first ``keep`` (image, truth, prediction) triples."""
     cm, per_image = ConfusionMatrix(len(parser.labels)), PerImageF(len(parser.labels))
-    kept = []
+    kept, matrices = [], []
     for start in tqdm(range(0, len(indices), batch_size), desc="evaluate"):
         pairs = [dataset[i] for i in indices[start:start + batch_size]]
         for image, truth in pairs:  # photos may differ in size: predict each at its own
             pred = predict_label_maps(parser, [image], truth.shape, flip)[0]
-            cm.update(truth, pred)
+            one = ConfusionMatrix(len(parser.labels))
+            one.update(truth, pred)
+            matrices.append(one.matrix)
+            cm.matrix += one.matrix
             per_image.update(truth, pred)
             if len(kept) < keep:
                 kept.append((image, truth, pred))
     report = cm.scores(list(parser.labels.names))
-    report.update({"per_image_f": per_image.value, "model_version": parser.version, "images": len(indices),
-                   "confusion": np.round(cm.normalised(), 4).tolist()})
+    per_image_confusion = np.stack(matrices)
+    report.update({"per_image_f": per_image.value, "ci95": bootstrap_intervals(per_image_confusion),
+                   "model_version": parser.version, "images": len(indices),
+                   "confusion": np.round(cm.normalised(), 4).tolist(), "per_image_confusion": per_image_confusion})
     return report, kept
 
 
@@ -116,7 +125,10 @@ def overlay_grid(triples, palette: np.ndarray, path: Path, alpha: float = 0.55) 
 
 
 def write_report(report: dict, triples, palette, out_dir: Path, title: str) -> None:
+    """``report.json`` and the pictures; each photo's confusion matrix apart, in ``per_image_confusion.npz``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    report = dict(report)
+    np.savez_compressed(out_dir / "per_image_confusion.npz", matrices=report.pop("per_image_confusion"))
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     per_class_chart(report, out_dir / "per_class.png", title)
     confusion_chart(report, list(report["per_class"]), out_dir / "confusion.png", title)
@@ -143,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--image_column", default="image")
     ap.add_argument("--label_column", default="label")
     ap.add_argument("--out", default="reports/eval")
+    ap.add_argument("--paired_with", default=None, metavar="NPZ",
+                    help="another model's per_image_confusion.npz on the same split: report the differences "
+                         "with paired 95%% bootstrap intervals")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32", choices=("auto", "float32", "float16", "bfloat16"),
                     help="what the forward passes compute in (the service's FACEPARSE_DTYPE)")
@@ -155,9 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
     report, triples = evaluate_parser(parser, base, indices, flip=args.flip)
     report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention, "flip": args.flip,
                    "dtype": str(parser.dtype).removeprefix("torch.")})
+    if args.paired_with:
+        other = np.load(args.paired_with)["matrices"]
+        report["paired_with"] = {"file": args.paired_with,
+                                 **paired_differences(report["per_image_confusion"], other)}
     write_report(report, triples, parser.labels.palette(), Path(args.out),
                  f"{parser.version}: {args.split} split, {len(indices)} pairs")
-    print(json.dumps({k: report[k] for k in HEADLINE}))
+    print(json.dumps({k: report[k] for k in (*HEADLINE, "ci95", "paired_with") if k in report}))
     return report
 
 

@@ -1,10 +1,15 @@
-"""model_training.evaluate: label maps at the ground truth's size, with and without flip test-time augmentation."""
+"""model_training.evaluate: label maps at the ground truth's size (with and without flip), and the report:
+intervals, each photo's confusion matrix, a paired comparison with an earlier evaluation."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
-from model_training.evaluate import predict_label_maps
+import numpy as np
+from PIL import Image
+
+from model_training.evaluate import main, predict_label_maps
+from tests.conftest import draw_face
 
 
 def test_label_maps_keep_the_photo_size_and_the_label_ids_with_and_without_flip(tiny_parser):
@@ -12,3 +17,24 @@ def test_label_maps_keep_the_photo_size_and_the_label_ids_with_and_without_flip(
     for flip in (False, True):
         maps = predict_label_maps(tiny_parser, images, (96, 128), flip)
         assert maps.shape == (2, 96, 128) and maps.dtype == np.uint8 and maps.max() < len(tiny_parser.labels)
+
+
+def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_model_dir, tmp_path):
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for i in range(10):
+        image, mask = draw_face(96, seed=i)
+        Image.fromarray(image).save(tmp_path / "data" / "images" / f"{i:02d}.png")
+        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"{i:02d}.png")
+    common = ["--model", tiny_model_dir, "--data_dir", str(tmp_path / "data"), "--val_count", "6",
+              "--device", "cpu"]
+    first = main([*common, "--out", str(tmp_path / "first")])
+    written = json.loads((tmp_path / "first" / "report.json").read_text())
+    for name, (low, high) in written["ci95"].items():
+        assert low <= written[name] <= high, name
+    matrices = np.load(tmp_path / "first" / "per_image_confusion.npz")["matrices"]
+    assert matrices.shape == (6, 19, 19) and matrices.sum() == 6 * 96 * 96
+    np.testing.assert_array_equal(matrices, first["per_image_confusion"])
+    again = main([*common, "--out", str(tmp_path / "again"), "--paired_with",
+                  str(tmp_path / "first" / "per_image_confusion.npz")])
+    assert again["paired_with"]["per_image_f"] == {"difference": 0.0, "low": 0.0, "high": 0.0}
