@@ -37,6 +37,7 @@ def average_models(folders: list[str]) -> PreTrainedModel:
             if v.is_floating_point():
                 total[k] += v
     soup.load_state_dict({k: v / len(folders) if v.is_floating_point() else v for k, v in total.items()})
+    soup.config.face_parser_soup = list(folders)  # the export's card names them
     return soup
 
 

@@ -96,7 +96,16 @@ def model_card(model, report: dict, command: str, version: str, size: int, run_d
     )
     arch = "\n".join(f"- {line}" for line in describe_architecture(model))
     phases = "\n".join(f"{i}. {describe_run(d)}" for i, d in enumerate(run_dirs, 1)) or "(no run folders given)"
+    members = getattr(model.config, "face_parser_soup", None)
+    if members:
+        phases += (f"\n\nThe weights are the mean of {len(members)} models fine-tuned from one start (a model "
+                   f"soup, `model_training.average`): {', '.join(f'`{m}`' for m in members)}.")
     f1_all = report.get("mean_f1_all")
+    ci = report.get("ci95")
+    intervals = ("- 95% intervals, the photos resampled with replacement 2000 times: per-image F "
+                 f"{ci['per_image_f'][0]}-{ci['per_image_f'][1]}; pooled 18-class {ci['mean_f1_foreground'][0]}-"
+                 f"{ci['mean_f1_foreground'][1]}; 19-class {ci['mean_f1_all'][0]}-{ci['mean_f1_all'][1]}\n"
+                 if ci else "")
     return f"""---
 library_name: transformers
 pipeline_tag: image-segmentation
@@ -136,7 +145,7 @@ prediction). The loss is training-only: inference is stock {type(model).__name__
 - per-image F (mean over images of the F1 of the classes in each ground truth): **{report.get("per_image_f")}**
 - pooled mean F1 over the 18 face classes: **{report['mean_f1_foreground']}**; over 19 with background: {f1_all}
 - mean IoU: {report['mean_iou']}
-- classes present but never predicted: {report['classes_never_predicted'] or 'none'}
+{intervals}- classes present but never predicted: {report['classes_never_predicted'] or 'none'}
 - left/right-reversed ground-truth masks corrected before scoring: {report.get("lr_convention_fixed", False)}
 
 | class | F1 | IoU | pixels |

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -25,6 +27,7 @@ def test_soup_is_the_mean_of_the_weights_and_loads_as_a_model_folder(tmp_path):
     name = next(k for k, v in wa.items() if v.is_floating_point() and not torch.equal(v, wb[k]))
     torch.testing.assert_close(soup[name], (wa[name] + wb[name]) / 2)
     assert FaceParser.load(str(tmp_path / "soup"), device="cpu").labels.names == CELEBAMASK_HQ_SCHEME.names
+    assert json.loads((tmp_path / "soup" / "config.json").read_text())["face_parser_soup"] == [a, b]  # the card's
 
 
 def test_soup_refuses_models_of_different_shapes(tmp_path):

@@ -51,3 +51,18 @@ def test_the_card_says_where_each_phase_started(tmp_path):
     assert "from runs/m2f-256;" in export.describe_run(whole) and "minutes," not in export.describe_run(whole)
     assert "from scratch (small)" in export.describe_run(scratch)
     assert "3 epochs in 21 min, best validation mean F1 0.7400" in export.describe_run(scratch)
+
+
+def test_the_card_names_a_soups_members_and_gives_the_intervals():
+    model = build_model("tiny", CELEBAMASK_HQ_SCHEME, None)
+    model.config.face_parser_soup = ["runs/a", "runs/b/checkpoint-9"]
+    report = {"per_class": {"skin": {"f1": 0.9, "iou": 0.8, "pixels": 10}}, "per_image_f": 0.83,
+              "mean_f1_foreground": 0.76, "mean_f1_all": 0.77, "mean_iou": 0.66, "images": 100,
+              "classes_never_predicted": [], "split": "test",
+              "ci95": {"per_image_f": [0.81, 0.84], "mean_f1_foreground": [0.72, 0.79], "mean_f1_all": [0.73, 0.8]}}
+    card = export.model_card(model, report, "bash recipe.sh", "v-test", 64, [])
+    assert "the mean of 2 models fine-tuned from one start" in card and "`runs/b/checkpoint-9`" in card
+    assert "per-image F 0.81-0.84; pooled 18-class 0.72-0.79; 19-class 0.73-0.8" in card
+    del report["ci95"]
+    assert "95% intervals" not in export.model_card(build_model("tiny", CELEBAMASK_HQ_SCHEME, None), report,
+                                                    "bash recipe.sh", "v-test", 64, [])
