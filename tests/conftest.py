@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,16 @@ def draw_face(size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     shape("ellipse", (-22, 30, 22, 40), (200, 40, 60), 11)             # u_lip
     shape("ellipse", (-22, 40, 22, 52), (180, 30, 50), 12)             # l_lip
     return np.asarray(image), np.asarray(mask)
+
+
+def write_cartoon_set(root: Path, n: int, size: int = 96) -> None:
+    """A dataset folder (``images/``, ``masks/``) of ``n`` :func:`draw_face` pairs, as the folder loader reads it."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        image, mask = draw_face(size, seed=i)
+        Image.fromarray(image).save(root / "images" / f"{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i:03d}.png")
 
 
 def png_bytes(image_hwc: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:

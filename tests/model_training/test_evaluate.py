@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from PIL import Image
 
 from model_training.evaluate import main, predict_label_maps
-from tests.conftest import draw_face
+from tests.conftest import write_cartoon_set
 
 
 def test_label_maps_keep_the_photo_size_and_the_label_ids_with_and_without_flip(tiny_parser):
@@ -20,12 +19,7 @@ def test_label_maps_keep_the_photo_size_and_the_label_ids_with_and_without_flip(
 
 
 def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_model_dir, tmp_path):
-    for folder in ("images", "masks"):
-        (tmp_path / "data" / folder).mkdir(parents=True)
-    for i in range(10):
-        image, mask = draw_face(96, seed=i)
-        Image.fromarray(image).save(tmp_path / "data" / "images" / f"{i:02d}.png")
-        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"{i:02d}.png")
+    write_cartoon_set(tmp_path / "data", 10)
     common = ["--model", tiny_model_dir, "--data_dir", str(tmp_path / "data"), "--val_count", "6",
               "--device", "cpu"]
     first = main([*common, "--out", str(tmp_path / "first")])

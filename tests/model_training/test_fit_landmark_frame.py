@@ -7,12 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from face_parser.detectors import Detection
 from face_parser.faces import Crop, LandmarkFrame, celeba_crop, frame_offset, landmark_crop, landmark_features
 from model_training.fit_landmark_frame import errors, fit_ridge, main, sample, warp_photo
-from tests.conftest import draw_face
+from tests.conftest import write_cartoon_set
 from tests.face_parser.test_faces import FACE_POINTS
 
 
@@ -89,12 +88,7 @@ def test_sample_takes_the_detection_nearest_the_frame():
 
 
 def test_main_writes_coefficients_that_load(tmp_path):
-    for folder in ("images", "masks"):
-        (tmp_path / "data" / folder).mkdir(parents=True)
-    for i in range(12):
-        image, mask = draw_face(512, seed=i)
-        Image.fromarray(image).save(tmp_path / "data" / "images" / f"{i:02d}.png")
-        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"{i:02d}.png")
+    write_cartoon_set(tmp_path / "data", 12, size=512)
     out = tmp_path / "frame.json"
     main(["--data_dir", str(tmp_path / "data"), "--val_count", "2", "--test_count", "2", "--warps", "1",
           "--out", str(out)])

@@ -7,23 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from face_parser.modeling import FaceParser
 from model_training import train
 from model_training.datasets.folders import FolderDataset
 from model_training.evaluate import predict_label_maps
 from model_training.export import export_checkpoint
-from tests.conftest import draw_face
-
-
-def write_cartoon_set(root, n: int, size: int = 96) -> None:
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        image, mask = draw_face(size, seed=i)
-        Image.fromarray(image).save(root / "images" / f"{i:03d}.png")
-        Image.fromarray(mask).save(root / "masks" / f"{i:03d}.png")
+from tests.conftest import write_cartoon_set
 
 
 class Args:
