@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client import multiprocess
+
 log = logging.getLogger("service.processes")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -85,8 +87,6 @@ class MetricsDirectory:
 
     def process_ended(self, pid: int) -> None:
         """Drop an ended process's live gauges (queue depth, open streams)."""
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid, str(self.path))
 
 
