@@ -145,11 +145,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=480)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--torch_threads", type=int, default=0, help="FACEPARSE_TORCH_THREADS (0: all cores)")
+    ap.add_argument("--processes", type=int, default=1, help="FACEPARSE_PROCESSES (each viewer stays with one)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     frames = [jpeg_bytes(f) for f in astronaut_frames(60, args.size)]
     spec = service_spec(args.model, device=args.device, log_level="warning", torch_threads=args.torch_threads,
-                        live_max_streams=max(args.viewers) + 1)
+                        live_max_streams=max(args.viewers) + 1, processes=args.processes)
     stats = []
     with tempfile.TemporaryDirectory() as tmp, running(spec, Path(tmp) / "server.log") as server:
         asyncio.run(run_level(server.base_url, frames, 1, args.fps, 2.0))  # warm-up

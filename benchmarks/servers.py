@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("ours", "plain", "litserve")
@@ -48,6 +49,7 @@ class ServerSpec:
     ready_path: str
     env: dict[str, str] = field(default_factory=dict)
     batch_log: Path | None = None  # litserve: one line per forward pass with its batch size
+    processes: int = 1  # ours: FACEPARSE_PROCESSES, each to be ready before the server counts as ready
 
 
 def server_spec(name: str, model_dir: str, max_batch_size: int, max_batch_delay_ms: float, log_dir: Path,
@@ -78,7 +80,16 @@ def service_spec(model_dir: str, **settings) -> ServerSpec:
     """``python -m service`` with ``settings`` as ``FACEPARSE_*`` values (names without the prefix)."""
     env = {f"FACEPARSE_{k.upper()}": str(v) for k, v in settings.items()}
     env["FACEPARSE_MODEL_DIR"] = str(model_dir)
-    return ServerSpec("ours", ["-m", "service", "--host", "127.0.0.1", "--port", "{port}"], "/readyz", env)
+    return ServerSpec("ours", ["-m", "service", "--host", "127.0.0.1", "--port", "{port}"], "/readyz", env,
+                      processes=int(settings.get("processes", 1)))
+
+
+def ready_processes(metrics_text: str) -> float:
+    """The service's ``faceparse_ready`` gauge (summed over its processes) in Prometheus text; 0 when absent."""
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "faceparse_ready":
+            return sum(sample.value for sample in family.samples)
+    return 0.0
 
 
 def free_port() -> int:
@@ -110,7 +121,11 @@ def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) ->
                 raise RuntimeError(f"{spec.name} exited with code {proc.returncode} before it was ready; "
                                    f"its log ({log_path}):\n{log_tail(log_path)}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + spec.ready_path, timeout=2).status_code == 200:
+                # each request on a new connection: under several processes, /readyz answers once one is
+                # ready, and the others must be too before connections that keep alive are made
+                if (httpx.get(base + spec.ready_path, timeout=2).status_code == 200
+                        and (spec.processes == 1 or ready_processes(httpx.get(base + "/metrics", timeout=2).text)
+                             >= spec.processes)):
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{spec.name} not ready within {ready_timeout_s:.0f} s; "

@@ -136,14 +136,6 @@ def batch_totals(metrics_text: str) -> tuple[float, float]:
     return totals.get("faceparse_batch_size_sum", 0.0), totals.get("faceparse_batch_size_count", 0.0)
 
 
-def ready_processes(metrics_text: str) -> float:
-    """The service's ``faceparse_ready`` gauge (summed over its processes) in Prometheus text; 0 when absent."""
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name == "faceparse_ready":
-            return sum(sample.value for sample in family.samples)
-    return 0.0
-
-
 def median_forward(measurements: list[dict]) -> dict:
     """Per batch size, the median over rounds of ``{"ms_per_image", "img_per_s"}``."""
     keys = ("ms_per_image", "img_per_s")
@@ -239,8 +231,6 @@ async def measure(specs: list[ServerSpec], parser: FaceParser, photos: list[Phot
             for spec in specs:
                 with running(spec, log_dir / f"{spec.name}.log") as server:
                     base = server.base_url
-                    if spec.name.startswith("ours"):
-                        await all_processes_ready(spec, base)
                     share = await answer_agreement(client, spec, base, photos[0], expected)
                     agreement[spec.name] = min(share, agreement.get(spec.name, 1.0))
                     await run_round(client, base + "/parse", photos, 4, 16)  # warm-up
@@ -382,20 +372,8 @@ def server_specs(name: str, args: argparse.Namespace, log_dir: Path, service_env
         return [spec(service_env)]
     specs = [spec({**service_env, "FACEPARSE_PROCESSES": str(n)}) for n in args.processes]
     for n, each in zip(args.processes, specs, strict=True):
-        each.name = "ours" if n == 1 else f"ours-p{n}"
+        each.name, each.processes = ("ours" if n == 1 else f"ours-p{n}"), n
     return specs
-
-
-async def all_processes_ready(spec: ServerSpec, base: str, timeout_s: float = 120.0) -> None:
-    """Wait until every service process is ready (``/readyz`` answers once one is): connections made before
-    the others listen would all stay with the first, and keep-alive would keep them there."""
-    wanted = float(spec.env.get("FACEPARSE_PROCESSES", "1"))
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
-        while ready_processes((await fresh.get(base + "/metrics")).text) < wanted:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{spec.name}: not every process was ready within {timeout_s:.0f} s")
-            await asyncio.sleep(0.25)
 
 
 def main(argv: list[str] | None = None) -> dict:

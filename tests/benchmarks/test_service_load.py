@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from benchmarks.servers import server_spec, service_spec
+from benchmarks.servers import ready_processes, server_spec, service_spec
 from benchmarks.service_load import (
     LevelStats,
     RoundResult,
     batch_totals,
     parse_args,
-    ready_processes,
     server_specs,
     summarize,
     verdict,
@@ -39,6 +38,7 @@ def test_the_service_is_measured_once_per_process_count(tmp_path):
     specs = [spec for name in args.servers for spec in server_specs(name, args, tmp_path, {"FACEPARSE_FLIP": "1"})]
     assert [s.name for s in specs] == ["ours", "ours-p4", "plain"]
     assert [s.env.get("FACEPARSE_PROCESSES") for s in specs] == ["1", "4", None]
+    assert [s.processes for s in specs] == [1, 4, 1]  # running() waits for all of them
     assert specs[1].env["FACEPARSE_FLIP"] == "1" and specs[1].args == specs[0].args
 
 
