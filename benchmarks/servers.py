@@ -49,7 +49,11 @@ class ServerSpec:
     ready_path: str
     env: dict[str, str] = field(default_factory=dict)
     batch_log: Path | None = None  # litserve: one line per forward pass with its batch size
-    processes: int = 1  # ours: FACEPARSE_PROCESSES, each to be ready before the server counts as ready
+
+    @property
+    def processes(self) -> int:
+        """The service's ``FACEPARSE_PROCESSES``: each must be ready before the server counts as ready."""
+        return int(self.env.get("FACEPARSE_PROCESSES", 1))
 
 
 def server_spec(name: str, model_dir: str, max_batch_size: int, max_batch_delay_ms: float, log_dir: Path,
@@ -80,8 +84,7 @@ def service_spec(model_dir: str, **settings) -> ServerSpec:
     """``python -m service`` with ``settings`` as ``FACEPARSE_*`` values (names without the prefix)."""
     env = {f"FACEPARSE_{k.upper()}": str(v) for k, v in settings.items()}
     env["FACEPARSE_MODEL_DIR"] = str(model_dir)
-    return ServerSpec("ours", ["-m", "service", "--host", "127.0.0.1", "--port", "{port}"], "/readyz", env,
-                      processes=int(settings.get("processes", 1)))
+    return ServerSpec("ours", ["-m", "service", "--host", "127.0.0.1", "--port", "{port}"], "/readyz", env)
 
 
 def ready_processes(metrics_text: str) -> float:

@@ -372,7 +372,7 @@ def server_specs(name: str, args: argparse.Namespace, log_dir: Path, service_env
         return [spec(service_env)]
     specs = [spec({**service_env, "FACEPARSE_PROCESSES": str(n)}) for n in args.processes]
     for n, each in zip(args.processes, specs, strict=True):
-        each.name, each.processes = ("ours" if n == 1 else f"ours-p{n}"), n
+        each.name = "ours" if n == 1 else f"ours-p{n}"
     return specs
 
 

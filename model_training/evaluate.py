@@ -52,7 +52,7 @@ def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_s
             one.update(truth, pred)
             matrices.append(one.matrix)
             cm.matrix += one.matrix
-            per_image.update(truth, pred)
+            per_image.update_matrix(one.matrix)
             if len(kept) < keep:
                 kept.append((image, truth, pred))
     report = cm.scores(list(parser.labels.names))

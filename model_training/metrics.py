@@ -116,13 +116,17 @@ def resamples(images: int, rounds: int, seed: int) -> np.ndarray:
     return np.stack([np.bincount(row, minlength=images) for row in draws]).astype(np.float64)
 
 
+def percentile_interval(values: np.ndarray, level: float) -> list[float]:
+    """``[low, high]``: the central ``level`` of ``values`` (NaN ignored), rounded as the reports are."""
+    tail = 100 * (1 - level) / 2
+    return [round(float(np.nanpercentile(values, q)), 4) for q in (tail, 100 - tail)]
+
+
 def bootstrap_intervals(matrices_nkk: np.ndarray, rounds: int = 2000, seed: int = 0,
                         level: float = 0.95) -> dict[str, list[float]]:
     """Percentile interval of each :data:`SUMMARY` figure over ``rounds`` resamples of the images."""
     figures = summary_figures(matrices_nkk, resamples(len(matrices_nkk), rounds, seed))
-    tail = 100 * (1 - level) / 2
-    return {name: [round(float(np.nanpercentile(v, tail)), 4), round(float(np.nanpercentile(v, 100 - tail)), 4)]
-            for name, v in figures.items()}
+    return {name: percentile_interval(v, level) for name, v in figures.items()}
 
 
 def paired_differences(new_nkk: np.ndarray, old_nkk: np.ndarray, rounds: int = 2000, seed: int = 0,
@@ -135,12 +139,11 @@ def paired_differences(new_nkk: np.ndarray, old_nkk: np.ndarray, rounds: int = 2
                          "compare them on the same images and labels")
     weights = np.vstack([np.ones(len(new_nkk)), resamples(len(new_nkk), rounds, seed)])
     new, old = summary_figures(new_nkk, weights), summary_figures(old_nkk, weights)
-    tail = 100 * (1 - level) / 2
     out = {}
     for name in SUMMARY:
         diff = new[name] - old[name]
-        out[name] = {"difference": round(float(diff[0]), 4), "low": round(float(np.nanpercentile(diff[1:], tail)), 4),
-                     "high": round(float(np.nanpercentile(diff[1:], 100 - tail)), 4)}
+        low, high = percentile_interval(diff[1:], level)
+        out[name] = {"difference": round(float(diff[0]), 4), "low": low, "high": high}
     return out
 
 
@@ -151,7 +154,13 @@ class PerImageF:
         self.num_classes, self.values = num_classes, []
 
     def update(self, target_hw: np.ndarray, pred_hw: np.ndarray) -> None:
-        score = image_f1(target_hw, pred_hw, self.num_classes)
+        self.add(image_f1(target_hw, pred_hw, self.num_classes))
+
+    def update_matrix(self, matrix_kk: np.ndarray) -> None:
+        """One image given by its confusion matrix (already counted for the pooled figures)."""
+        self.add(float(present_f1(matrix_kk[None])[0]))
+
+    def add(self, score: float) -> None:
         if not np.isnan(score):
             self.values.append(score)
 

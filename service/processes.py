@@ -37,11 +37,17 @@ RESTART_DELAY_S = 1.0  # a process that keeps dying is restarted at most this of
 PR_SET_PDEATHSIG = 1
 
 
+def tcp_socket(host: str) -> socket.socket:
+    """A TCP socket for ``host``'s address family, with ``SO_REUSEADDR`` (a restart binds despite TIME_WAIT)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
+
+
 def reuse_port_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``, not yet listening (uvicorn listens once the
     app's lifespan has loaded the model, so that no connection waits on a process that is still loading)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = tcp_socket(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
@@ -50,8 +56,7 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 def check_port_free(host: str, port: int) -> None:
     """Fail now, with the address, if anything holds the port: a socket without ``SO_REUSEPORT`` cannot bind
     next to any other. (With it, a forgotten earlier instance would silently share the port's traffic.)"""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with tcp_socket(host) as probe:
         try:
             probe.bind((host, port))
         except OSError as exc:
