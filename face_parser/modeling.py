@@ -140,6 +140,36 @@ def init_backbone(model: PreTrainedModel, folder: str) -> None:
         raise ValueError(f"{folder}: its backbone does not fit this model's: {exc}") from exc
 
 
+def deepen_backbone(model: PreTrainedModel, depths: Sequence[int]) -> PreTrainedModel:
+    """A copy of ``model`` whose ResNet stages have ``depths`` residual blocks, computing the same function.
+
+    The new blocks go at the end of each stage with their last batch norm's scale and shift at zero, so
+    each one adds nothing to its residual and starts as the identity (the block's input is a ReLU's output,
+    which its closing ReLU leaves unchanged). Training then starts from the trained model's own quality
+    and grows into the extra depth, instead of learning a deeper backbone from scratch.
+    """
+    config = model.config
+    backbone = config.backbone_config
+    if getattr(backbone, "model_type", None) != "resnet" or backbone.layer_type != "basic":
+        raise ValueError("only a basic-block ResNet backbone can be deepened")
+    old = list(backbone.depths)
+    if len(depths) != len(old) or any(new < was for new, was in zip(depths, old, strict=True)):
+        raise ValueError(f"depths {list(depths)} must keep {len(old)} stages and each at least {old}")
+    config = type(config).from_dict(config.to_dict())
+    config.backbone_config.depths = list(depths)
+    deeper = type(model)(config)
+    missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"weights that do not fit the deeper model: {unexpected[:3]}")
+    stages = deeper.model.pixel_level_module.encoder.encoder.stages
+    for stage, was, now in zip(stages, old, depths, strict=True):
+        for block in list(stage.layers)[was:now]:
+            last = block.layer[-1].normalization
+            torch.nn.init.zeros_(last.weight)
+            torch.nn.init.zeros_(last.bias)
+    return deeper
+
+
 def init_from_pretrained(name_or_path: str, labels: LabelScheme) -> PreTrainedModel:
     """Load a pretrained MaskFormer/Mask2Former (folder or hub id) with a new head for ``labels``."""
     return AutoModelForUniversalSegmentation.from_pretrained(

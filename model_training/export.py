@@ -54,7 +54,8 @@ def describe_architecture(model) -> list[str]:
 def describe_start(model_args: dict) -> str:
     """Where a run's weights started: a whole model, a trained backbone under a new decoder, or nothing."""
     if model_args.get("init_from"):
-        return f"from {model_args['init_from']}"
+        deeper = f", its backbone deepened to {model_args['deepen_to']} blocks" if model_args.get("deepen_to") else ""
+        return f"from {model_args['init_from']}{deeper}"
     if model_args.get("init_backbone_from"):
         return f"a new {model_args.get('preset')} around the backbone of {model_args['init_backbone_from']}"
     return f"from scratch ({model_args.get('preset')})"

@@ -23,13 +23,20 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
     AutoModelForUniversalSegmentation,
     HfArgumentParser,
+    PreTrainedModel,
     Trainer,
     TrainerCallback,
     TrainingArguments,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from face_parser.modeling import build_model, init_backbone, init_from_pretrained, save_model_folder
+from face_parser.modeling import (
+    build_model,
+    deepen_backbone,
+    init_backbone,
+    init_from_pretrained,
+    save_model_folder,
+)
 from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
@@ -76,6 +83,9 @@ class ModelArguments:
     init_from: str | None = field(default=None, metadata={"help": "save_pretrained folder or hub id to fine-tune"})
     init_backbone_from: str | None = field(default=None, metadata={
         "help": "model folder whose backbone starts the preset's (same backbone, e.g. small -> small-m2f)"})
+    deepen_to: str | None = field(default=None, metadata={
+        "help": "ResNet blocks per stage, e.g. 3,4,6,3: the started model's stages get identity-initialised "
+                "blocks at their ends, so training starts from its quality with more depth to learn"})
     num_queries: int | None = field(default=None, metadata={"help": "queries (default: classes for small)"})
     matching: str = field(default="fixed", metadata={"help": "fixed (query k = class k) | hungarian (stock loss)"})
     class_weight_power: float = field(default=0.5, metadata={"help": "0 = no class balancing"})
@@ -144,6 +154,10 @@ class ParserTrainer(Trainer):
         self.semantic_dice_weight = semantic_dice_weight
         self.time_budget = time_budget
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        """Resume with every weight of the checkpoint (see :func:`load_checkpoint`)."""
+        (model or self.model).load_state_dict(load_checkpoint(resume_from_checkpoint).state_dict())
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """A cosine schedule under a time budget runs on the clock (see :class:`TimeBudget`)."""
         if self.time_budget is None or self.args.lr_scheduler_type != "cosine" or self.lr_scheduler is not None:
@@ -208,14 +222,19 @@ class EvalHistory(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+def load_checkpoint(path: str) -> PreTrainedModel:
+    """A checkpoint's model through ``from_pretrained``. The Trainer's own loaders (resume and best model,
+    transformers 5.24) read the raw state dict and skip the decoder keys that checkpoints store under their
+    legacy names (``fc1`` for ``mlp.fc1``): a resumed or reloaded MaskFormer would silently keep other
+    weights there (the starting model's, or the last epoch's)."""
+    return AutoModelForUniversalSegmentation.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+
+
 def reload_best(trainer: Trainer) -> None:
-    """Load the best checkpoint again through ``from_pretrained``: the Trainer's own reload (transformers
-    5.24) reads the raw state dict and skips the decoder keys that checkpoints store under their
-    legacy names (``fc1`` for ``mlp.fc1``), leaving a mix of best and last weights."""
+    """Load the best checkpoint again, whole (see :func:`load_checkpoint`)."""
     best = trainer.state.best_model_checkpoint
     if trainer.args.load_best_model_at_end and best:
-        model = AutoModelForUniversalSegmentation.from_pretrained(best, use_safetensors=True, dtype=torch.float32)
-        trainer.model = trainer.model_wrapped = model.to(trainer.args.device)
+        trainer.model = trainer.model_wrapped = load_checkpoint(best).to(trainer.args.device)
 
 
 def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
@@ -266,6 +285,11 @@ def main(argv: list[str] | None = None) -> dict:
             init_backbone(model, model_args.init_backbone_from)
         except (OSError, ValueError) as exc:
             sys.exit(f"--init_backbone_from: {exc}")
+    if model_args.deepen_to:
+        try:
+            model = deepen_backbone(model, [int(d) for d in model_args.deepen_to.split(",")])
+        except ValueError as exc:
+            sys.exit(f"--deepen_to {model_args.deepen_to}: {exc}")
     weights = balanced_class_weights(freq, model_args.class_weight_power) if model_args.class_weight_power else None
     out_dir = Path(train_args.output_dir)
     if train_args.process_index == 0:

@@ -1,11 +1,14 @@
 """face_parser.modeling: the exported folder's files; score_images; FaceParser.scores with ``flip`` (the
-mirrored photos in the same pass, mirrored back, left and right swapped)."""
+mirrored photos in the same pass, mirrored back, left and right swapped); deepen_backbone."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from face_parser.labels import CELEBAMASK_HQ_SCHEME
+from face_parser.modeling import build_model, deepen_backbone
 from face_parser.preprocess import to_pixel_values
 
 
@@ -99,3 +102,28 @@ def test_a_torch_without_the_private_cpu_checks_counts_as_no_bf16(monkeypatch):
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert modeling.cpu_has_native_bf16() is False
     assert modeling.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-m2f"])
+def test_a_deepened_backbone_starts_as_the_same_function_with_more_blocks(preset):
+    torch.manual_seed(0)
+    model = build_model(preset, CELEBAMASK_HQ_SCHEME).eval()
+    deeper = deepen_backbone(model, [2, 1, 3, 1]).eval()
+    stages = deeper.model.pixel_level_module.encoder.encoder.stages
+    assert [len(stage.layers) for stage in stages] == [2, 1, 3, 1]
+    assert deeper.config.backbone_config.depths == [2, 1, 3, 1] and model.config.backbone_config.depths == [1, 1, 1, 1]
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before, after = model(pixel_values=pixels), deeper(pixel_values=pixels)
+    torch.testing.assert_close(after.masks_queries_logits, before.masks_queries_logits)
+    torch.testing.assert_close(after.class_queries_logits, before.class_queries_logits)
+    new_block = stages[2].layers[2].layer[-1].normalization
+    assert torch.count_nonzero(new_block.weight) == 0 and new_block.weight.requires_grad
+
+
+def test_a_backbone_is_only_deepened():
+    model = build_model("tiny", CELEBAMASK_HQ_SCHEME)
+    with pytest.raises(ValueError, match="each at least"):
+        deepen_backbone(model, [1, 0, 1, 1])
+    with pytest.raises(ValueError, match="4 stages"):
+        deepen_backbone(model, [2, 2])

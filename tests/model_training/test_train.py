@@ -1,4 +1,5 @@
-"""The wall-clock budget of model_training.train: a run on a lent machine anneals and stops on time."""
+"""model_training.train: the wall-clock budget (a run on a lent machine anneals and stops on time), and a
+resumed run that is the run it resumes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from transformers import TrainerControl
 
 from model_training import train
+from tests.conftest import write_cartoon_set
 
 
 class Clock:
@@ -67,3 +69,26 @@ def test_a_resumed_cosine_keeps_its_own_learning_rate_and_warms_up_again(clock):
         second.step()
         new.step()
     assert second.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_takes_every_weight_from_its_checkpoint(tmp_path):
+    """Checkpoints store the decoder's feed-forward weights under legacy names (``fc1``, not ``mlp.fc1``); the
+    Trainer's own resume would skip them and keep the new model's. The run here resumes with nothing left to
+    train, so its saved model must be the checkpoint, weight for weight; deepening applies before the resume."""
+    data = tmp_path / "data"
+    write_cartoon_set(data, 10)
+    run = tmp_path / "run"
+    common = ["--dataset", "folder", "--data_dir", str(data), "--val_count", "2", "--preset", "tiny",
+              "--image_size", "64", "--output_dir", str(run), "--per_device_train_batch_size", "4",
+              "--per_device_eval_batch_size", "2", "--learning_rate", "1e-2", "--report_to", "none",
+              "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "3", "--max_steps", "3",
+              "--seed", "0", "--disable_tqdm", "true", "--rare_repeat", "1", "--deepen_to", "1,2,1,1"]
+    train.main(common)
+    checkpoint = dict(train.load_checkpoint(str(run / "checkpoint-3")).named_parameters())
+    (run / "model.safetensors").unlink()
+    train.main(common)  # resumes from checkpoint-3 with no step left (the Trainer still moves batch-norm statistics)
+    resumed = dict(train.load_checkpoint(str(run)).named_parameters())
+    assert any(".mlp.fc1." in key for key in checkpoint) and resumed.keys() == checkpoint.keys()
+    for key, value in checkpoint.items():
+        torch.testing.assert_close(resumed[key], value, msg=key)
