@@ -223,6 +223,10 @@ class FaceParser:
     @classmethod
     def load(cls, name_or_path: str | Path, device: str = "auto", dtype: str = "auto") -> FaceParser:
         """Load a ``save_pretrained`` folder (or hub id, when online) for inference."""
+        folder = Path(str(name_or_path))
+        if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
+            raise FileNotFoundError(f"{folder} has no preprocessor_config.json: a Trainer checkpoint? Load its run "
+                                    "folder, or export it first (python -m model_training.export)")
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         model = AutoModelForUniversalSegmentation.from_pretrained(

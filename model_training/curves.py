@@ -20,9 +20,10 @@ def read_history(history_file: Path) -> list[dict]:
     return [r for r in rows if "eval_mean_f1_foreground" in r]
 
 
-def training_curve(history_files: list[Path], out_png: Path, against: str = "epoch") -> None:
+def training_curve(history_files: list[Path], out_png: Path, against: str = "epoch", ymin: float = 0.0) -> None:
     """Validation mean F1 (and, dashed, upper-lip F1) of each run (run folder), its wall-clock time in the
-    legend, against epochs (a phase continues the previous one's axis) or minutes (each from 0)."""
+    legend, against epochs (a phase continues the previous one's axis) or minutes (each from 0). ``ymin``
+    raises the F1 axis's lower end, for runs that differ by a point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +44,7 @@ def training_curve(history_files: list[Path], out_png: Path, against: str = "epo
     ax.set_xlabel(("epoch (phases continue one another)" if against == "epoch" else "training minutes")
                   + "; dashed: F1 u_lip")
     ax.set_ylabel("validation F1 (eval mode)")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(ymin, 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -56,12 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", nargs="+", required=True, help="run folders (each with eval_history.jsonl)")
     ap.add_argument("--against", choices=("epoch", "minutes"), default="epoch")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--ymin", type=float, default=0.0, help="lower end of the F1 axis")
     args = ap.parse_args(argv)
     histories = [Path(run) / "eval_history.jsonl" for run in args.runs]
     missing = [str(h) for h in histories if not h.is_file()]
     if missing:
         raise SystemExit(f"no evaluation history: {', '.join(missing)}")
-    training_curve(histories, Path(args.out), args.against)
+    training_curve(histories, Path(args.out), args.against, args.ymin)
 
 
 if __name__ == "__main__":

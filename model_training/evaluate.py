@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -162,7 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dtype", default="float32", choices=("auto", "float32", "float16", "bfloat16"),
                     help="what the forward passes compute in (the service's FACEPARSE_DTYPE)")
     args = ap.parse_args(argv)
-    parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
+    try:
+        parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
+    except OSError as exc:  # not a model folder, or a hub id while offline
+        sys.exit(f"--model {args.model}: {exc}")
     _, base, _, indices = open_dataset(args, part=args.split)
     if args.fix_lr_convention:
         base = ConventionFixed(base, find_reversed(base, indices))

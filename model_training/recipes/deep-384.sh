@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # v3 with a ResNet-34-deep backbone (blocks 3-4-6-3 instead of 2-2-2-2), on 2 CPU cores: the new blocks start
-# as the identity (face_parser.modeling.deepen_backbone), so training starts from v3's own quality. v3 scores
-# 0.889 per-image F on its own training photos against 0.870 on validation: it underfits, so depth is worth
-# trying where longer training of the same model plateaued. bf16 autocast on a CPU with bf16 instructions
-# (pass --bf16 false on one without). Re-running resumes from the last checkpoint in --output_dir.
-# Usage: MINUTES=110 bash model_training/recipes/deep-384.sh [extra Trainer arguments...]
+# as the identity (face_parser.modeling.deepen_backbone), so training starts from v3's own quality. Tried
+# because v3 fits its own training photos little better than validation (per-image F 0.889 against 0.870);
+# 125 minutes of it were no better than v3 (README, "A deeper backbone"). bf16 autocast on a CPU with bf16
+# instructions (pass --bf16 false on one without). Re-running resumes from the last checkpoint in --output_dir.
+# Usage: MINUTES=125 bash model_training/recipes/deep-384.sh [extra Trainer arguments...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash model_training/recipes/small-384.sh --init_from runs/small-384 --deepen_to 3,4,6,3 \

@@ -20,7 +20,8 @@ def test_runs_raced_on_the_clock_are_drawn_and_non_evaluation_rows_skipped(tmp_p
                                         {"epoch": 1.5, "elapsed_s": 90, "loss": 3.0},
                                         {"epoch": 2, "elapsed_s": 120, "eval_mean_f1_foreground": f1}])
     out = tmp_path / "race.png"
-    main(["--runs", str(tmp_path / "a"), str(tmp_path / "b"), "--against", "minutes", "--out", str(out)])
+    main(["--runs", str(tmp_path / "a"), str(tmp_path / "b"), "--against", "minutes", "--out", str(out),
+          "--ymin", "0.2"])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [r["epoch"] for r in read_history(tmp_path / "a" / "eval_history.jsonl")] == [1, 2]
 

@@ -1,11 +1,15 @@
 """model_training.evaluate: label maps at the ground truth's size (with and without flip), and the report:
-intervals, each photo's confusion matrix, a paired comparison with an earlier evaluation."""
+intervals, each photo's confusion matrix, a paired comparison with an earlier evaluation; a folder that is
+not a model."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model_training.evaluate import main, predict_label_maps
 from tests.conftest import write_cartoon_set
@@ -32,3 +36,13 @@ def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_mod
     again = main([*common, "--out", str(tmp_path / "again"), "--paired_with",
                   str(tmp_path / "first" / "per_image_confusion.npz")])
     assert again["paired_with"]["per_image_f"] == {"difference": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_a_trainer_checkpoint_is_refused_with_what_to_load_instead(tiny_model_dir, tmp_path):
+    """A Trainer checkpoint has the weights but not the preprocessing: a message, not a traceback."""
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    checkpoint.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(Path(tiny_model_dir) / name, checkpoint / name)
+    with pytest.raises(SystemExit, match=r"checkpoint-3 has no preprocessor_config.json.*run folder"):
+        main(["--model", str(checkpoint), "--data_dir", str(tmp_path / "data"), "--device", "cpu"])
