@@ -158,7 +158,7 @@ def deepen_backbone(model: PreTrainedModel, depths: Sequence[int]) -> PreTrained
     config = type(config).from_dict(config.to_dict())
     config.backbone_config.depths = list(depths)
     deeper = type(model)(config)
-    missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
+    unexpected = deeper.load_state_dict(model.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"weights that do not fit the deeper model: {unexpected[:3]}")
     stages = deeper.model.pixel_level_module.encoder.encoder.stages

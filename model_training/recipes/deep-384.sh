@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash model_training/recipes/small-384.sh --init_from runs/small-384 --deepen_to 3,4,6,3 \
-  --output_dir runs/deep-384 --max_train_minutes "${MINUTES:-110}" --num_train_epochs 100 \
+  --output_dir runs/deep-384 --max_train_minutes "${MINUTES:-125}" --num_train_epochs 100 \
   --learning_rate 1.5e-4 --bf16 true --use_cpu true "$@"
