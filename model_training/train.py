@@ -158,6 +158,10 @@ class ParserTrainer(Trainer):
         """Resume with every weight of the checkpoint (see :func:`load_checkpoint`)."""
         (model or self.model).load_state_dict(load_checkpoint(resume_from_checkpoint).state_dict())
 
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: every weight of the best checkpoint (see :func:`load_checkpoint`)."""
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """A cosine schedule under a time budget runs on the clock (see :class:`TimeBudget`)."""
         if self.time_budget is None or self.args.lr_scheduler_type != "cosine" or self.lr_scheduler is not None:
@@ -230,13 +234,6 @@ def load_checkpoint(path: str) -> PreTrainedModel:
     return AutoModelForUniversalSegmentation.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
 
 
-def reload_best(trainer: Trainer) -> None:
-    """Load the best checkpoint again, whole (see :func:`load_checkpoint`)."""
-    best = trainer.state.best_model_checkpoint
-    if trainer.args.load_best_model_at_end and best:
-        trainer.model = trainer.model_wrapped = load_checkpoint(best).to(trainer.args.device)
-
-
 def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
     """Open the dataset, split it, fix reversed left/right masks, and wrap the parts for training and
     evaluation. Returns the datasets, class frequencies and a record of the split."""
@@ -307,7 +304,6 @@ def main(argv: list[str] | None = None) -> dict:
         time_budget=budget,
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(train_args, out_dir))
-    reload_best(trainer)
     metrics = trainer.evaluate()
     if not trainer.is_world_process_zero():  # under torchrun only rank 0 writes files and exports
         return metrics

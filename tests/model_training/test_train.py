@@ -1,7 +1,9 @@
 """model_training.train: the wall-clock budget (a run on a lent machine anneals and stops on time), and a
-resumed run that is the run it resumes."""
+resumed run that is the run it resumes, and a best model reloaded whole."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -92,3 +94,23 @@ def test_a_resumed_run_takes_every_weight_from_its_checkpoint(tmp_path):
     assert any(".mlp.fc1." in key for key in checkpoint) and resumed.keys() == checkpoint.keys()
     for key, value in checkpoint.items():
         torch.testing.assert_close(resumed[key], value, msg=key)
+
+
+@pytest.mark.slow
+def test_the_best_checkpoint_is_reloaded_whole_at_the_end(tmp_path):
+    """``load_best_model_at_end`` through the same loader: the run's saved model is the best checkpoint's."""
+    data = tmp_path / "data"
+    write_cartoon_set(data, 10)
+    run = tmp_path / "run"
+    train.main(["--dataset", "folder", "--data_dir", str(data), "--val_count", "2", "--preset", "tiny",
+                "--image_size", "64", "--output_dir", str(run), "--per_device_train_batch_size", "4",
+                "--per_device_eval_batch_size", "2", "--learning_rate", "1e-2", "--report_to", "none",
+                "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+                "--max_steps", "3", "--load_best_model_at_end", "--metric_for_best_model", "loss",
+                "--greater_is_better", "false", "--seed", "0", "--disable_tqdm", "true", "--rare_repeat", "1"])
+    state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
+    best = dict(train.load_checkpoint(state["best_model_checkpoint"]).named_parameters())
+    saved = dict(train.load_checkpoint(str(run)).named_parameters())
+    assert saved.keys() == best.keys()
+    for key, value in best.items():
+        torch.testing.assert_close(saved[key], value, msg=key)
