@@ -41,11 +41,15 @@ from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
 from model_training.data import (
+    PASTE_CLASSES,
+    RARE_CLASSES,
+    CopyPaste,
     EvalSubset,
     TrainingSubset,
     balanced_class_weights,
     class_statistics,
     collate,
+    holding,
     oversample,
 )
 from model_training.datasets.base import DatasetError
@@ -73,6 +77,9 @@ class DataArguments:
     max_scale: float = field(default=1.2, metadata={"help": "augmentation: largest zoom"})
     max_rotate_deg: float = field(default=15.0, metadata={"help": "augmentation: rotation range (degrees)"})
     rare_repeat: int = field(default=2, metadata={"help": "times an image with a rare class is seen per epoch"})
+    copy_paste: float = field(default=0.0, metadata={
+        "help": "probability that a training sample gets an accessory (glasses, hat, earring, necklace) pasted "
+                "from another training photo (model_training.data.CopyPaste)"})
 
 
 @dataclass
@@ -247,10 +254,18 @@ def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
         print(f"left/right convention: swapped the labels of {len(record['lr_reversed_fixed'])} "
               f"reversed masks among {len(train_idx) + len(val_idx)} train+validation pairs "
               "(--fix_lr_convention false keeps them as they are)")
-    freq, has_rare = class_statistics(train_base, train_idx)
+    freq, present = class_statistics(train_base, train_idx)
     augment = AugmentConfig(size=data_args.image_size, min_scale=data_args.min_scale,
                             max_scale=data_args.max_scale, max_rotate_deg=data_args.max_rotate_deg)
-    train = TrainingSubset(train_base, oversample(train_idx, has_rare, data_args.rare_repeat), augment, preprocess)
+    has_rare = present[:, train_base.labels.ids_of(RARE_CLASSES)].any(axis=1)
+    paste = None
+    if data_args.copy_paste > 0:
+        donors = holding(train_idx, present, train_base.labels.ids_of(PASTE_CLASSES))
+        paste = CopyPaste(train_base, donors, data_args.copy_paste)
+        print("copy-paste donors: " + ", ".join(f"{train_base.labels.names[c]} {len(found)}"
+                                                 for c, found in donors.items()))
+    train = TrainingSubset(train_base, oversample(train_idx, has_rare, data_args.rare_repeat), augment, preprocess,
+                           paste=paste)
     val = EvalSubset(val_base, val_idx, preprocess)
     return train, val, freq, record
 
