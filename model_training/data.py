@@ -15,8 +15,7 @@ from face_parser.preprocess import PreprocessConfig, resize_rgb, to_pixel_values
 from model_training.augment import AugmentConfig, augment_pair
 from model_training.metrics import IGNORE_INDEX
 
-RARE_CLASSES = ("eye_g", "hat", "ear_r", "neck_l")
-PASTE_CLASSES = RARE_CLASSES  # accessories: where they sit depends on the face, not on what else it wears
+RARE_CLASSES = ("eye_g", "hat", "ear_r", "neck_l")  # the accessories: oversampled, and what CopyPaste pastes
 
 
 def split_indices(n: int, val_count: int, seed: int, test_count: int = 0) -> tuple[list[int], list[int], list[int]]:

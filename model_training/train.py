@@ -41,7 +41,6 @@ from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
 from model_training.data import (
-    PASTE_CLASSES,
     RARE_CLASSES,
     CopyPaste,
     EvalSubset,
@@ -257,10 +256,11 @@ def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
     freq, present = class_statistics(train_base, train_idx)
     augment = AugmentConfig(size=data_args.image_size, min_scale=data_args.min_scale,
                             max_scale=data_args.max_scale, max_rotate_deg=data_args.max_rotate_deg)
-    has_rare = present[:, train_base.labels.ids_of(RARE_CLASSES)].any(axis=1)
+    rare_ids = train_base.labels.ids_of(RARE_CLASSES)
+    has_rare = present[:, rare_ids].any(axis=1)
     paste = None
     if data_args.copy_paste > 0:
-        donors = holding(train_idx, present, train_base.labels.ids_of(PASTE_CLASSES))
+        donors = holding(train_idx, present, rare_ids)
         paste = CopyPaste(train_base, donors, data_args.copy_paste)
         print("copy-paste donors: " + ", ".join(f"{train_base.labels.names[c]} {len(found)}"
                                                  for c, found in donors.items()))

@@ -9,7 +9,7 @@ from PIL import Image
 from face_parser.labels import CELEBAMASK_HQ_SCHEME
 from face_parser.preprocess import PreprocessConfig
 from model_training import train
-from model_training.data import PASTE_CLASSES, CopyPaste, class_statistics, holding
+from model_training.data import RARE_CLASSES, CopyPaste, class_statistics, holding
 from model_training.datasets.folders import FolderDataset
 
 NECKLACE = CELEBAMASK_HQ_SCHEME.names.index("neck_l")
@@ -43,7 +43,7 @@ def test_statistics_say_which_photos_hold_each_accessory(tmp_path):
     freq, present = class_statistics(ds, [0, 1, 2, 3])
     assert present.shape == (4, len(CELEBAMASK_HQ_SCHEME)) and present[:, SKIN].all()
     assert freq.sum() == pytest.approx(1) and freq[NECKLACE] == pytest.approx((64 + 16) / (4 * 32 * 32))
-    donors = holding([0, 1, 2, 3], present, CELEBAMASK_HQ_SCHEME.ids_of(PASTE_CLASSES))
+    donors = holding([0, 1, 2, 3], present, CELEBAMASK_HQ_SCHEME.ids_of(RARE_CLASSES))
     assert donors[NECKLACE] == [1, 3] and donors[HAT] == [2]
     assert donors[CELEBAMASK_HQ_SCHEME.names.index("eye_g")] == []
     # indices that are not 0..N-1 (a training split) are kept as they are
