@@ -1,10 +1,13 @@
 """Forward-pass speed of a model folder on this machine: ms per image at several batch sizes.
 
     python -m benchmarks.model_speed [--model models/face-parser] [--batches 1 8] [--repeats 15] [--dtype auto] [--flip]
+        [--tta_sizes 320 448]
 
 Median of repeated runs after warm-up. The forward pass is timed on preprocessed input; the
 preprocessing (stacking uint8 photos at the input size, copying them to the device and normalising them
-there: ``FaceParser.pixel_values``) is timed on its own.
+there: ``FaceParser.pixel_values``) is timed on its own. With ``--tta_sizes`` the figure is all the passes of
+``FaceParser.score_images`` on photos at the largest size (as the service queues them), each size's
+preprocessing and the averaging of the log scores included.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,24 +25,31 @@ from face_parser.modeling import FaceParser
 
 
 def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: torch.Tensor | None = None,
-                 flip: bool = False) -> float:
+                 flip: bool = False, extra_sizes: Sequence[int] = ()) -> float:
     """Median seconds of one forward pass at ``batch`` on ``pixel_values`` ``(batch, 3, S, S)``;
-    ``flip``: with the mirrored photos in the same pass (``FACEPARSE_FLIP``).
+    ``flip``: with the mirrored photos in the same pass (``FACEPARSE_FLIP``); ``extra_sizes``: the passes at
+    these sizes too (``FACEPARSE_TTA_SIZES``), from photos at the largest size.
 
     Without ``pixel_values``, random photos go through the shared preprocessing, so that the pass sees the
     memory layout the service gives it (channels-last): on the CPU a plain contiguous tensor is a different,
     slower pass (v3 in bf16 at batch 8: 46 against 33 ms a photo).
     """
-    if pixel_values is None:
-        size = parser.preprocess.size
-        photos = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-        pixel_values = parser.pixel_values(list(photos))
+    size = max([parser.preprocess.size, *extra_sizes])
+    photos = list(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+    if extra_sizes:
+        def one_pass() -> object:
+            return parser.score_images(photos, flip, extra_sizes)
+    else:
+        chosen = parser.pixel_values(photos) if pixel_values is None else pixel_values
+
+        def one_pass() -> object:
+            return parser.scores(chosen, flip)
     for _ in range(3):
-        parser.scores(pixel_values, flip)
+        one_pass()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        parser.scores(pixel_values, flip)
+        one_pass()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -67,13 +78,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                     help="what the forward passes compute in (the service's FACEPARSE_DTYPE)")
     ap.add_argument("--flip", action="store_true", help="mirrored photos in the same pass (FACEPARSE_FLIP)")
+    ap.add_argument("--tta_sizes", type=int, nargs="*", default=[], metavar="PX",
+                    help="passes at these input sizes too, log scores averaged (FACEPARSE_TTA_SIZES)")
     args = ap.parse_args(argv)
     parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
     results = {"model": parser.version, "device": str(parser.device), "dtype": str(parser.dtype),
-               "threads": torch.get_num_threads(), "flip": args.flip, "ms_per_image": {}, "img_per_s": {},
+               "threads": torch.get_num_threads(), "flip": args.flip,
+               "tta_sizes": args.tta_sizes, "ms_per_image": {}, "img_per_s": {},
                "preprocess_ms_per_image": {}}
     for batch in args.batches:
-        seconds = time_forward(parser, batch, args.repeats, flip=args.flip)
+        seconds = time_forward(parser, batch, args.repeats, flip=args.flip, extra_sizes=args.tta_sizes)
         results["ms_per_image"][batch] = round(seconds / batch * 1000, 1)
         results["img_per_s"][batch] = round(batch / seconds, 1)
         prep = time_preprocess(parser, batch, args.repeats) / batch * 1000

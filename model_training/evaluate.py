@@ -34,13 +34,15 @@ HEADLINE = ("per_image_f", "mean_f1_foreground", "mean_f1_all", "mean_iou", "cla
 
 
 def predict_label_maps(parser: FaceParser, images_hwc: Sequence[np.ndarray], size: tuple[int, int],
-                       flip: bool = False) -> np.ndarray:
-    """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size`` (``flip``: see ``FaceParser.scores``)."""
-    return label_map(torch.stack(parser.score_images(images_hwc, flip)), size=size).numpy()
+                       flip: bool = False, extra_sizes: Sequence[int] = ()) -> np.ndarray:
+    """``(B, H, W)`` uint8 label maps for a batch of photos, at ``size`` (``flip``, ``extra_sizes``: test-time
+    augmentation, see ``FaceParser.score_images``)."""
+    return label_map(torch.stack(parser.score_images(images_hwc, flip, extra_sizes)), size=size).numpy()
 
 
 def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_size: int = 8,
-                    keep: int = 6, flip: bool = False) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+                    keep: int = 6, flip: bool = False,
+                    extra_sizes: Sequence[int] = ()) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Scores over ``indices`` (``report["per_image_confusion"]``: each photo's matrix, ``(N, K, K)``) and the
     first ``keep`` (image, truth, prediction) triples."""
     cm, per_image = ConfusionMatrix(len(parser.labels)), PerImageF(len(parser.labels))
@@ -48,7 +50,7 @@ def evaluate_parser(parser: FaceParser, dataset, indices: Sequence[int], batch_s
     for start in tqdm(range(0, len(indices), batch_size), desc="evaluate"):
         pairs = [dataset[i] for i in indices[start:start + batch_size]]
         for image, truth in pairs:  # photos may differ in size: predict each at its own
-            pred = predict_label_maps(parser, [image], truth.shape, flip)[0]
+            pred = predict_label_maps(parser, [image], truth.shape, flip, extra_sizes)[0]
             one = ConfusionMatrix(len(parser.labels))
             one.update(truth, pred)
             matrices.append(one.matrix)
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="swap left/right ids of ground-truth masks that use the reversed convention first")
     ap.add_argument("--flip", action="store_true",
                     help="average each photo's scores with its mirror image's (test-time augmentation)")
+    ap.add_argument("--tta_sizes", type=int, nargs="*", default=[], metavar="PX",
+                    help="also score each photo at these input sizes and average the log scores "
+                         "(test-time augmentation over scales; the service's FACEPARSE_TTA_SIZES)")
     ap.add_argument("--image_column", default="image")
     ap.add_argument("--label_column", default="label")
     ap.add_argument("--out", default="reports/eval")
@@ -171,8 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.fix_lr_convention:
         base = ConventionFixed(base, find_reversed(base, indices))
         print(f"left/right convention: {len(base.reversed)} of {len(indices)} ground-truth masks swapped")
-    report, triples = evaluate_parser(parser, base, indices, flip=args.flip)
+    report, triples = evaluate_parser(parser, base, indices, flip=args.flip, extra_sizes=args.tta_sizes)
     report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention, "flip": args.flip,
+                   "tta_sizes": args.tta_sizes,
                    "dtype": str(parser.dtype).removeprefix("torch.")})
     if args.paired_with:
         other = np.load(args.paired_with)["matrices"]

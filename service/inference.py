@@ -102,7 +102,10 @@ class InferenceEngine:
                  detector: FaceDetector | None = None):
         self.parser = parser
         self.flip = settings.flip
-        self.pipeline = FacePipeline(detector or make_detector(settings), parser.preprocess.size, parser.labels,
+        self.tta_sizes = tuple(settings.tta_sizes)
+        # photos (whole, or face crops) are queued at the largest size a pass reads; the others are resized from it
+        self.input_size = max([parser.preprocess.size, *self.tta_sizes])
+        self.pipeline = FacePipeline(detector or make_detector(settings), self.input_size, parser.labels,
                                      settings.max_faces, settings.face_align)
         threads = settings.torch_threads or DEFAULT_THREADS
         self.workers = ModelWorkers(worker_count(settings, parser.device, threads), threads)
@@ -113,18 +116,18 @@ class InferenceEngine:
         )
 
     def _predict(self, images_shw3: list[np.ndarray]) -> list[torch.Tensor]:
-        return self.parser.score_images(images_shw3, self.flip)
+        return self.parser.score_images(images_shw3, self.flip, self.tta_sizes)
 
     async def warm_up(self) -> None:
         """A forward pass at the largest batch on each worker, and a face search: the first requests pay no set-up."""
-        size = self.parser.preprocess.size
+        size = self.input_size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         await self.workers.warm_up(lambda: self._predict([blank] * self.batcher.max_batch_size))
         await run_in_worker(self.pipeline.detector, blank)
 
     async def scores(self, images_hwc: list[np.ndarray]) -> list[torch.Tensor]:
         """Scores for several images of one request, queued together (see ``Batcher.submit_many``)."""
-        size = self.parser.preprocess.size
+        size = self.input_size
         resized = await run_in_worker(lambda: [resize_rgb(im, size) for im in images_hwc])
         return await self.batcher.submit_many(resized)
 

@@ -124,7 +124,7 @@ class LiveStream:
     def _prepare(self, data: bytes) -> tuple[np.ndarray, list[Face] | None, list[np.ndarray]]:
         """Decode; the faces and their crops at the model's input size (``faces=whole``: the frame, resized)."""
         photo_hwc = decode_image(data, self.settings.live_max_frame_pixels)
-        size = self.engine.parser.preprocess.size
+        size = self.engine.input_size
         if self.options.faces == "whole":
             self.tracker.observe(photo_hwc)  # the motion still steadies the mattes
             return photo_hwc, None, [resize_rgb(photo_hwc, size)]

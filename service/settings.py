@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     flip: bool = Field(False, description="parse each photo also mirrored, in the same forward pass, and average "
                        "the two (test-time augmentation): +0.008 pooled mean F1 on the test split for twice the "
                        "model's work")
+    tta_sizes: Annotated[list[int], NoDecode] = Field(
+        [], description="also parse each photo at these input sizes (comma-separated px, multiples of 32) and "
+        "average the log scores: test-time augmentation over scales, one more pass each (e.g. 320,448 with v3's "
+        "384; README, \"Test-time augmentation\")")
     face_align: bool = Field(False, description="parse each face a second time, framed by its parsed eyes and mouth "
                              "(a second forward pass; the detector's landmarks frame the first)")
     max_faces: int = Field(16, ge=1, le=256, description="most faces parsed per photo (the most confident ones)")
@@ -115,6 +119,22 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, required as Bearer token or X-API-Key")
     protect_ops_endpoints: bool = Field(False, description="also require the key on /healthz, /readyz, /metrics")
     log_level: str = Field("info", description="debug | info | warning | error")
+
+    @field_validator("tta_sizes", mode="before")
+    @classmethod
+    def _sizes_from_text(cls, value: object) -> object:
+        """``"320,448"`` (the environment's form) -> ``[320, 448]``; lists pass through."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tta_sizes")
+    @classmethod
+    def _sizes_in_range(cls, sizes: list[int]) -> list[int]:
+        wrong = [size for size in sizes if size % 32 or not 32 <= size <= 1024]
+        if wrong:
+            raise ValueError(f"FACEPARSE_TTA_SIZES: {wrong} are not multiples of 32 from 32 to 1024")
+        return sorted(set(sizes))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

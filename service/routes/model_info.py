@@ -22,6 +22,7 @@ async def model_info(engine: EngineDep, settings: SettingsDep) -> dict:
         "input_size": parser.preprocess.size,
         "device": str(parser.device),
         "dtype": str(parser.dtype).removeprefix("torch."),
+        "test_time_augmentation": {"flip": settings.flip, "extra_sizes": settings.tta_sizes},
         "batching": {
             "inference_workers": len(engine.workers.executors),
             "max_batch_size": settings.max_batch_size,

@@ -1,5 +1,6 @@
-"""face_parser.modeling: the exported folder's files; score_images; FaceParser.scores with ``flip`` (the
-mirrored photos in the same pass, mirrored back, left and right swapped); deepen_backbone."""
+"""face_parser.modeling: the exported folder's files; score_images (with extra input sizes: the log scores
+averaged on the largest grid); FaceParser.scores with ``flip`` (the mirrored photos in the same pass, mirrored
+back, left and right swapped); deepen_backbone."""
 
 from __future__ import annotations
 
@@ -51,6 +52,32 @@ def test_score_images_is_one_pass_over_the_shared_preprocessing(tiny_parser):
     images = [photo(0), photo(1)]
     expected = tiny_parser.scores(to_pixel_values(images, tiny_parser.preprocess))
     torch.testing.assert_close(torch.stack(tiny_parser.score_images(images)), expected)
+
+
+def test_extra_sizes_average_the_log_scores_of_every_size_on_the_largest_grid(tiny_parser):
+    images = [photo(0), photo(1)]
+    own = tiny_parser.scores(to_pixel_values(images, tiny_parser.preprocess))  # 64 px in: a 16x16 grid
+    larger = tiny_parser.scores(tiny_parser.pixel_values(images, 96))  # 24x24
+    smaller = tiny_parser.scores(tiny_parser.pixel_values(images, 32))  # 8x8
+    grid = larger.shape[-2:]
+    expected = torch.stack([
+        torch.nn.functional.interpolate(s.clamp_min(1e-12).log(), size=grid, mode="bilinear", align_corners=False)
+        for s in (smaller, own, larger)]).mean(dim=0).exp()
+    averaged = torch.stack(tiny_parser.score_images(images, extra_sizes=[96, 32]))
+    assert averaged.shape == (2, 19, 24, 24)
+    torch.testing.assert_close(averaged, expected, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(averaged, torch.nn.functional.interpolate(own, size=grid, mode="bilinear"), atol=1e-3)
+
+
+def test_extra_sizes_combine_with_flip_and_the_own_size_adds_nothing(tiny_parser):
+    images = [photo(3)]
+    plain = torch.stack(tiny_parser.score_images(images, flip=True))
+    torch.testing.assert_close(torch.stack(tiny_parser.score_images(images, True, [64])), plain)
+    flipped_larger = tiny_parser.scores(tiny_parser.pixel_values(images, 96), flip=True)
+    expected = torch.nn.functional.interpolate(plain.log(), size=(24, 24), mode="bilinear").add(
+        flipped_larger.log()).div(2).exp()
+    torch.testing.assert_close(torch.stack(tiny_parser.score_images(images, True, [96])), expected,
+                               rtol=1e-4, atol=1e-7)
 
 
 def test_auto_dtype_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):

@@ -1,4 +1,5 @@
-"""model_training.evaluate: label maps at the ground truth's size (with and without flip), and the report:
+"""model_training.evaluate: label maps at the ground truth's size (with and without flip and extra input sizes),
+and the report (the test-time augmentation it was made with):
 intervals, each photo's confusion matrix, a paired comparison with an earlier evaluation; a folder that is
 not a model."""
 
@@ -15,11 +16,12 @@ from model_training.evaluate import main, predict_label_maps
 from tests.conftest import write_cartoon_set
 
 
-def test_label_maps_keep_the_photo_size_and_the_label_ids_with_and_without_flip(tiny_parser):
+@pytest.mark.parametrize(("flip", "extra_sizes"), [(False, ()), (True, ()), (True, (32, 96))])
+def test_label_maps_keep_the_photo_size_and_the_label_ids_with_any_test_time_augmentation(tiny_parser, flip,
+                                                                                         extra_sizes):
     images = [np.random.default_rng(seed).integers(0, 256, size=(96, 128, 3), dtype=np.uint8) for seed in (1, 2)]
-    for flip in (False, True):
-        maps = predict_label_maps(tiny_parser, images, (96, 128), flip)
-        assert maps.shape == (2, 96, 128) and maps.dtype == np.uint8 and maps.max() < len(tiny_parser.labels)
+    maps = predict_label_maps(tiny_parser, images, (96, 128), flip, extra_sizes)
+    assert maps.shape == (2, 96, 128) and maps.dtype == np.uint8 and maps.max() < len(tiny_parser.labels)
 
 
 def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_model_dir, tmp_path):
@@ -36,6 +38,10 @@ def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_mod
     again = main([*common, "--out", str(tmp_path / "again"), "--paired_with",
                   str(tmp_path / "first" / "per_image_confusion.npz")])
     assert again["paired_with"]["per_image_f"] == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    assert (written["flip"], written["tta_sizes"]) == (False, [])
+    scaled = main([*common, "--out", str(tmp_path / "scaled"), "--flip", "--tta_sizes", "32", "96"])
+    assert (scaled["flip"], scaled["tta_sizes"]) == (True, [32, 96])
+    assert not np.array_equal(scaled["per_image_confusion"], matrices)
 
 
 def test_a_trainer_checkpoint_is_refused_with_what_to_load_instead(tiny_model_dir, tmp_path):

@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from tests.conftest import client_factory, draw_face, parser_like, png_bytes
+from tests.face_parser.test_faces import face_canvas
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
 
@@ -160,19 +161,27 @@ def test_concurrent_requests_are_batched_and_answers_map_back(make_client, oracl
     assert batcher.batches_run == batches + len(images)  # one forward pass per lone request
 
 
-@pytest.mark.parametrize("flip", [False, True])
-def test_the_flip_setting_reaches_every_forward_pass(make_client, tiny_parser, flip):
-    seen: list[bool] = []
+@pytest.mark.parametrize(("flip", "tta_sizes", "queued_size"), [(False, [], 64), (True, [], 64), (True, [32, 96], 96)])
+@pytest.mark.parametrize("faces", ["whole", "auto"])
+def test_the_test_time_augmentation_settings_reach_every_forward_pass(make_client, tiny_parser, flip, tta_sizes,
+                                                                      queued_size, faces):
+    """Photos and face crops are queued at the largest input size a pass reads (the tiny model's is 64)."""
+    seen: list[tuple[bool, tuple[int, ...], tuple[int, ...]]] = []
 
     class Spy(type(tiny_parser)):  # type: ignore[misc]
-        def score_images(self, images_hwc, flip=False):
-            seen.append(flip)
-            return super().score_images(images_hwc, flip)
+        def score_images(self, images_hwc, flip=False, extra_sizes=()):
+            seen.extend((flip, tuple(extra_sizes), im.shape) for im in images_hwc)
+            return super().score_images(images_hwc, flip, extra_sizes)
 
-    client = make_client(parser=parser_like(tiny_parser, Spy), flip=flip)
-    response = post_parse(client, png_bytes(draw_face(96)[0]), format="png")
-    assert response.status_code == 200
-    assert seen and set(seen) == {flip}  # warm-up and the request alike
+    client = make_client(parser=parser_like(tiny_parser, Spy), flip=flip, tta_sizes=tta_sizes)
+    warm_up = len(seen)
+    photo = face_canvas()[0] if faces == "auto" else draw_face(160)[0]  # three faces BlazeFace finds / a cartoon
+    response = post_parse(client, png_bytes(photo), format="png", faces=faces)
+    assert response.status_code == 200 and open_png(response.content).size == photo.shape[1::-1]
+    assert faces == "whole" or response.headers["x-faces-found"] == "3"
+    assert len(seen) == warm_up + (3 if faces == "auto" else 1)  # each face crop, or the whole photo
+    assert set(seen) == {(flip, tuple(tta_sizes), (queued_size, queued_size, 3))}  # warm-up and the request alike
+    assert client.get("/v1/model").json()["test_time_augmentation"] == {"flip": flip, "extra_sizes": tta_sizes}
 
 
 def test_a_mask2former_folder_is_served_like_a_maskformer_one(tiny_m2f_dir):

@@ -54,3 +54,21 @@ def test_a_regular_install_finds_the_shipped_model(tmp_path):
     assert imported_from_venv == "True", "the test must import the installed copy, not the checkout"
     assert Path(model_dir) == env_dir / "share" / "face-parser" / "models" / "face-parser"
     assert (Path(model_dir) / "config.json").is_file() and (Path(model_dir) / "model.safetensors").is_file()
+
+
+def test_tta_sizes_read_from_the_environment_as_comma_separated_pixels(monkeypatch):
+    monkeypatch.setenv("FACEPARSE_TTA_SIZES", "448, 320,448")
+    assert Settings(model_dir="unused").tta_sizes == [320, 448]
+    monkeypatch.setenv("FACEPARSE_TTA_SIZES", "")
+    assert Settings(model_dir="unused").tta_sizes == []
+
+
+@pytest.mark.parametrize(("given", "message"), [("300", r"\[300\] are not multiples of 32"),
+                                                ("2048", r"\[2048\] are not multiples of 32 from 32 to 1024"),
+                                                ("320,big", "valid integer")])
+def test_tta_sizes_that_no_model_can_take_are_refused_with_the_variable_named(monkeypatch, given, message):
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("FACEPARSE_TTA_SIZES", given)
+    with pytest.raises(ValidationError, match=message):
+        Settings(model_dir="unused")
