@@ -36,7 +36,8 @@ def test_tiny_model_learns_then_exports_identically(tmp_path, preset):
               "--seed", "0", "--disable_tqdm", "true", "--rare_repeat", "1",
               "--fix_lr_convention", "false"]  # keep the cartoon's labels as drawn (see test_lr_convention.py)
     before = train.main(common + ["--max_steps", "1", "--learning_rate", "1e-9"])
-    after = train.main(common + ["--max_steps", "150"])
+    # 250 steps: at 150 the tiny MaskFormer reached +0.147 on an AVX2-only CPU (+0.15 and more on AVX-512 ones)
+    after = train.main(common + ["--max_steps", "250"])
     # eval-mode mean F1 on the training distribution must rise clearly above the untrained model's
     assert after["eval_mean_f1_foreground"] > before["eval_mean_f1_foreground"] + 0.15, (before, after)
 
