@@ -16,7 +16,8 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -34,20 +35,14 @@ def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: tor
     memory layout the service gives it (channels-last): on the CPU a plain contiguous tensor is a different,
     slower pass (v3 in bf16 at batch 8: 46 against 33 ms a photo).
     """
-    def photos() -> list[np.ndarray]:
-        size = max([parser.preprocess.size, *extra_sizes])
-        return list(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
-
+    one_pass: Callable[[], object]
     if extra_sizes:
-        queued = photos()
-
-        def one_pass() -> object:
-            return parser.score_images(queued, flip, extra_sizes)
+        photos = random_photos(batch, parser.input_sizes(extra_sizes)[-1])
+        one_pass = partial(parser.score_images, photos, flip, extra_sizes)
     else:
-        chosen = parser.pixel_values(photos()) if pixel_values is None else pixel_values
-
-        def one_pass() -> object:
-            return parser.scores(chosen, flip)
+        if pixel_values is None:
+            pixel_values = parser.pixel_values(random_photos(batch, parser.preprocess.size))
+        one_pass = partial(parser.scores, pixel_values, flip)
     for _ in range(3):
         one_pass()
     times = []
@@ -58,11 +53,14 @@ def time_forward(parser: FaceParser, batch: int, repeats: int, pixel_values: tor
     return statistics.median(times)
 
 
+def random_photos(batch: int, size: int) -> list[np.ndarray]:
+    """``batch`` random ``(size, size, 3)`` uint8 photos, the same on every call."""
+    return list(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+
+
 def time_preprocess(parser: FaceParser, batch: int, repeats: int) -> float:
     """Median seconds to turn ``batch`` uint8 photos at the input size into the model's input on its device."""
-    size = parser.preprocess.size
-    rng = np.random.default_rng(0)
-    photos = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch)]
+    photos = random_photos(batch, parser.preprocess.size)
     times = []
     for _ in range(repeats + 3):
         start = time.perf_counter()

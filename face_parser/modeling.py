@@ -275,12 +275,17 @@ class FaceParser:
         320 and 448 px beside v3's own 384 added +0.004 per-image F and +0.007 pooled mean F1 to the mirror
         pass (README, "Test-time augmentation").
         """
-        sizes = sorted({self.preprocess.size, *extra_sizes})
+        sizes = self.input_sizes(extra_sizes)
         if len(sizes) == 1:
             return list(self.scores(self.pixel_values(images_hwc), flip))
         logs = [log_scores(self.scores(self.pixel_values(images_hwc, size), flip)) for size in sizes]
         grid = (logs[-1].shape[-2], logs[-1].shape[-1])
         return list(torch.stack([resized(one, grid) for one in logs]).mean(dim=0).exp())
+
+    def input_sizes(self, extra_sizes: Sequence[int] = ()) -> list[int]:
+        """The input sizes :meth:`score_images` reads with ``extra_sizes``, smallest first: the model's own and
+        the extra ones. Photos handed to it at the last are never enlarged."""
+        return sorted({self.preprocess.size, *extra_sizes})
 
     def pixel_values(self, images_hwc: Sequence[np.ndarray], size: int | None = None) -> torch.Tensor:
         """RGB photos -> the model's input (at its own size unless ``size``) on its device. The batch goes

@@ -104,7 +104,7 @@ class InferenceEngine:
         self.flip = settings.flip
         self.tta_sizes = tuple(settings.tta_sizes)
         # photos (whole, or face crops) are queued at the largest size a pass reads; the others are resized from it
-        self.input_size = max([parser.preprocess.size, *self.tta_sizes])
+        self.input_size = parser.input_sizes(self.tta_sizes)[-1]
         self.pipeline = FacePipeline(detector or make_detector(settings), self.input_size, parser.labels,
                                      settings.max_faces, settings.face_align)
         threads = settings.torch_threads or DEFAULT_THREADS
