@@ -219,6 +219,7 @@ class FaceParser:
     version: str
     device: torch.device
     dtype: torch.dtype
+    class_log_bias: torch.Tensor | None = None
 
     @classmethod
     def load(cls, name_or_path: str | Path, device: str = "auto", dtype: str = "auto") -> FaceParser:
@@ -239,7 +240,9 @@ class FaceParser:
             raise FileNotFoundError(f"{name_or_path} has no preprocessor_config.json")
         preprocess = PreprocessConfig.from_processor_dict(json.loads(Path(processor_file).read_text()))
         version = getattr(model.config, "face_parser_version", None) or Path(str(name_or_path)).name
-        return cls(model, LabelScheme.from_id2label(model.config.id2label), preprocess, version, dev, dt)
+        labels = LabelScheme.from_id2label(model.config.id2label)
+        bias = class_log_bias_from_config(model.config, labels)
+        return cls(model, labels, preprocess, version, dev, dt, bias)
 
     @torch.inference_mode()
     def scores(self, pixel_values_bchw: torch.Tensor, flip: bool = False) -> torch.Tensor:
@@ -277,10 +280,18 @@ class FaceParser:
         """
         sizes = self.input_sizes(extra_sizes)
         if len(sizes) == 1:
-            return list(self.scores(self.pixel_values(images_hwc), flip))
+            return list(self.calibrated(self.scores(self.pixel_values(images_hwc), flip)))
         logs = [log_scores(self.scores(self.pixel_values(images_hwc, size), flip)) for size in sizes]
         grid = (logs[-1].shape[-2], logs[-1].shape[-1])
-        return list(torch.stack([resized(one, grid) for one in logs]).mean(dim=0).exp())
+        return list(self.calibrated(torch.stack([resized(one, grid) for one in logs]).mean(dim=0).exp()))
+
+    def calibrated(self, scores_bkhw: torch.Tensor) -> torch.Tensor:
+        """Scores with the model folder's class log-biases applied (``exp(bias)`` times each class's score;
+        unchanged without them): the per-class prior correction ``model_training.calibrate`` fits on the
+        validation split, for classes a model under- or over-predicts (README, "Class calibration")."""
+        if self.class_log_bias is None:
+            return scores_bkhw
+        return scores_bkhw * self.class_log_bias.exp()[:, None, None]
 
     def input_sizes(self, extra_sizes: Sequence[int] = ()) -> list[int]:
         """The input sizes :meth:`score_images` reads with ``extra_sizes``, smallest first: the model's own and
@@ -292,6 +303,20 @@ class FaceParser:
         there as uint8 and is normalised there (on a GPU: a quarter of the bytes to copy, and no float work
         on the CPU)."""
         return normalise(stack_rgb(images_hwc, size or self.preprocess.size).to(self.device), self.preprocess)
+
+
+CLASS_LOG_BIAS_KEY = "face_parser_class_log_bias"  # config.json: {class name: log-bias}; stock loaders ignore it
+
+
+def class_log_bias_from_config(config, labels: LabelScheme) -> torch.Tensor | None:
+    """The ``(K,)`` class log-biases a model folder's config carries (classes it does not name: 0), or None."""
+    named = getattr(config, CLASS_LOG_BIAS_KEY, None)
+    if not named:
+        return None
+    unknown = sorted(set(named) - set(labels.names))
+    if unknown:
+        raise ValueError(f"{CLASS_LOG_BIAS_KEY} names classes the model does not have: {unknown}")
+    return torch.tensor([float(named.get(name, 0.0)) for name in labels.names])
 
 
 def save_model_folder(

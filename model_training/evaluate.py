@@ -139,17 +139,13 @@ def write_report(report: dict, triples, palette, out_dir: Path, title: str) -> N
         overlay_grid(triples, palette, out_dir / "overlays.png")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from model_training.datasets.loaders import open_dataset
-    from model_training.datasets.lr_convention import ConventionFixed, find_reversed
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_scoring_arguments(ap: argparse.ArgumentParser) -> None:
+    """The model, the held-out photos and the test-time augmentation: shared with ``model_training.calibrate``."""
     ap.add_argument("--model", default="models/face-parser", help="model folder (or hub id when online)")
     ap.add_argument("--dataset", default="folder", help="folder | celebamask-hq | hf | lapa")
     ap.add_argument("--data_dir", default="../shared/data/celebamask-mini")
     ap.add_argument("--val_count", type=int, default=100)
     ap.add_argument("--test_count", type=int, default=0, help="pairs held out as the test split")
-    ap.add_argument("--split", choices=("val", "test"), default="val", help="which held-out part to score")
     ap.add_argument("--split_seed", type=int, default=0)
     ap.add_argument("--fix_lr_convention", action="store_true",
                     help="swap left/right ids of ground-truth masks that use the reversed convention first")
@@ -160,25 +156,45 @@ def main(argv: list[str] | None = None) -> dict:
                          "(test-time augmentation over scales; the service's FACEPARSE_TTA_SIZES)")
     ap.add_argument("--image_column", default="image")
     ap.add_argument("--label_column", default="label")
-    ap.add_argument("--out", default="reports/eval")
-    ap.add_argument("--paired_with", default=None, metavar="NPZ",
-                    help="another model's per_image_confusion.npz on the same split: report the differences "
-                         "with paired 95%% bootstrap intervals")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32", choices=("auto", "float32", "float16", "bfloat16"),
                     help="what the forward passes compute in (the service's FACEPARSE_DTYPE)")
-    args = ap.parse_args(argv)
+
+
+def open_scoring(args: argparse.Namespace, part: str):
+    """``(parser, dataset, indices)`` for :func:`add_scoring_arguments`' options: a bad ``--model`` exits with
+    a message naming it; ``--fix_lr_convention`` swaps the reversed masks back and says how many."""
+    from model_training.datasets.loaders import open_dataset
+    from model_training.datasets.lr_convention import ConventionFixed, find_reversed
+
     try:
         parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
-    except OSError as exc:  # not a model folder, or a hub id while offline
+    except (OSError, ValueError) as exc:  # not a model folder, a hub id while offline, a bad calibration
         sys.exit(f"--model {args.model}: {exc}")
-    _, base, _, indices = open_dataset(args, part=args.split)
+    _, base, _, indices = open_dataset(args, part=part)
     if args.fix_lr_convention:
         base = ConventionFixed(base, find_reversed(base, indices))
         print(f"left/right convention: {len(base.reversed)} of {len(indices)} ground-truth masks swapped")
+    return parser, base, indices
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_scoring_arguments(ap)
+    ap.add_argument("--split", choices=("val", "test"), default="val", help="which held-out part to score")
+    ap.add_argument("--out", default="reports/eval")
+    ap.add_argument("--no_calibration", action="store_true",
+                    help="ignore the model folder's class log-biases (model_training.calibrate): the raw model")
+    ap.add_argument("--paired_with", default=None, metavar="NPZ",
+                    help="another model's per_image_confusion.npz on the same split: report the differences "
+                         "with paired 95%% bootstrap intervals")
+    args = ap.parse_args(argv)
+    parser, base, indices = open_scoring(args, args.split)
+    if args.no_calibration:
+        parser.class_log_bias = None
     report, triples = evaluate_parser(parser, base, indices, flip=args.flip, extra_sizes=args.tta_sizes)
     report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention, "flip": args.flip,
-                   "tta_sizes": args.tta_sizes,
+                   "tta_sizes": args.tta_sizes, "class_calibration": parser.class_log_bias is not None,
                    "dtype": str(parser.dtype).removeprefix("torch.")})
     if args.paired_with:
         other = np.load(args.paired_with)["matrices"]

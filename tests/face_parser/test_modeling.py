@@ -154,3 +154,41 @@ def test_a_backbone_is_only_deepened():
         deepen_backbone(model, [1, 0, 1, 1])
     with pytest.raises(ValueError, match="4 stages"):
         deepen_backbone(model, [2, 2])
+
+
+def test_class_log_biases_from_the_folder_multiply_each_class_score(tiny_model_dir, tmp_path):
+    """``face_parser_class_log_bias`` in config.json (model_training.calibrate writes it): every pass's scores,
+    with or without extra sizes, come times ``exp(bias)``; unnamed classes keep theirs."""
+    import json
+    import shutil
+
+    from face_parser.modeling import FaceParser
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "face_parser_class_log_bias": {"hat": 1.5,
+                                                                                            "l_eye": -0.5}}))
+    raw, calibrated = (FaceParser.load(f, device="cpu", dtype="float32") for f in (tiny_model_dir, folder))
+    expected = torch.ones(19)
+    expected[CELEBAMASK_HQ_SCHEME.id_of("hat")] = np.exp(1.5)
+    expected[CELEBAMASK_HQ_SCHEME.id_of("l_eye")] = np.exp(-0.5)
+    for extra_sizes in ((), (96,)):
+        before = torch.stack(raw.score_images([photo(4)], True, extra_sizes))
+        after = torch.stack(calibrated.score_images([photo(4)], True, extra_sizes))
+        torch.testing.assert_close(after, before * expected[:, None, None], rtol=1e-4, atol=1e-8)
+    assert raw.class_log_bias is None
+
+
+def test_class_log_biases_naming_an_unknown_class_are_refused(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from face_parser.modeling import FaceParser
+
+    folder = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "face_parser_class_log_bias": {"beard": 1.0}}))
+    with pytest.raises(ValueError, match=r"class_log_bias names classes the model does not have: \['beard'\]"):
+        FaceParser.load(folder, device="cpu", dtype="float32")

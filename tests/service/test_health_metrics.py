@@ -76,6 +76,7 @@ def test_model_info(api):
     assert body["labels"][11]["name"] == "u_lip" and body["labels"][11]["display_name"] == "upper lip"
     assert all(len(label["color"]) == 3 and all(0 <= c <= 255 for c in label["color"]) for label in body["labels"])
     assert [label["id"] for label in body["labels"]] == list(range(19))
+    assert body["class_log_bias"] == {}  # the tiny folder carries no calibration (test_parse_route: one that does)
     assert body["batching"] == {"inference_workers": 1, "max_batch_size": 4, "max_batch_delay_ms": 20.0,
                                 "max_queue_size": 16, "request_timeout_s": 20.0}
 

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
@@ -182,6 +183,18 @@ def test_the_test_time_augmentation_settings_reach_every_forward_pass(make_clien
     assert len(seen) == warm_up + (3 if faces == "auto" else 1)  # each face crop, or the whole photo
     assert set(seen) == {(flip, tuple(tta_sizes), (queued_size, queued_size, 3))}  # warm-up and the request alike
     assert client.get("/v1/model").json()["test_time_augmentation"] == {"flip": flip, "extra_sizes": tta_sizes}
+
+
+def test_the_model_folders_class_calibration_decides_the_served_labels(make_client, tiny_parser):
+    """A class log-bias (model_training.calibrate) reaches /parse: one far above every score's spread takes
+    every pixel; /v1/model lists it."""
+    bias = torch.zeros(N_CLASSES)
+    bias[tiny_parser.labels.id_of("hat")] = 60.0
+    client = make_client(parser=parser_like(tiny_parser, type(tiny_parser), class_log_bias=bias))
+    response = post_parse(client, png_bytes(photo()), format="png")
+    assert response.status_code == 200
+    assert set(np.unique(np.asarray(open_png(response.content)))) == {tiny_parser.labels.id_of("hat")}
+    assert client.get("/v1/model").json()["class_log_bias"] == {"hat": 60.0}
 
 
 def test_a_mask2former_folder_is_served_like_a_maskformer_one(tiny_m2f_dir):
