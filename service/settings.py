@@ -98,8 +98,8 @@ class Settings(BaseSettings):
                        "model's work")
     tta_sizes: Annotated[list[int], NoDecode] = Field(
         [], description="also parse each photo at these input sizes (comma-separated px, multiples of 32) and "
-        "average the log scores: test-time augmentation over scales, one more pass each (e.g. 320,448 with v3's "
-        "384; README, \"Test-time augmentation\")")
+        "average the log scores: test-time augmentation over scales, one more pass each (e.g. 320,448 beside v3's "
+        "own 352; README, \"Test-time augmentation\")")
     face_align: bool = Field(False, description="parse each face a second time, framed by its parsed eyes and mouth "
                              "(a second forward pass; the detector's landmarks frame the first)")
     max_faces: int = Field(16, ge=1, le=256, description="most faces parsed per photo (the most confident ones)")
