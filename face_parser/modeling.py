@@ -319,6 +319,14 @@ def class_log_bias_from_config(config, labels: LabelScheme) -> torch.Tensor | No
     return torch.tensor([float(named.get(name, 0.0)) for name in labels.names])
 
 
+def named_class_log_bias(labels: LabelScheme, bias: torch.Tensor | np.ndarray | None) -> dict[str, float]:
+    """``{class name: log-bias}`` of the classes not at 0 (none without biases): what a config carries,
+    the inverse of :func:`class_log_bias_from_config`."""
+    if bias is None:
+        return {}
+    return {name: float(b) for name, b in zip(labels.names, bias.tolist(), strict=True) if b}
+
+
 def save_model_folder(
     model: PreTrainedModel, preprocess: PreprocessConfig, out_dir: str | Path,
     version: str, fp16: bool = True,

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from face_parser.labels import LabelScheme
-from face_parser.modeling import CLASS_LOG_BIAS_KEY, FaceParser
+from face_parser.modeling import CLASS_LOG_BIAS_KEY, FaceParser, named_class_log_bias
 from face_parser.postprocess import resized_log_scores
 from model_training.evaluate import add_scoring_arguments, open_scoring
 from model_training.metrics import IGNORE_INDEX, paired_differences, summary_figures
@@ -175,7 +175,7 @@ def write_bias(model_dir: Path, labels: LabelScheme, bias: np.ndarray) -> None:
     """Store the biases in the folder's ``config.json`` (a key stock loaders ignore), weights untouched."""
     config_file = model_dir / "config.json"
     config = json.loads(config_file.read_text())
-    config[CLASS_LOG_BIAS_KEY] = {name: float(b) for name, b in zip(labels.names, bias, strict=True) if b}
+    config[CLASS_LOG_BIAS_KEY] = named_class_log_bias(labels, bias)
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

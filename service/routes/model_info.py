@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from face_parser.modeling import FaceParser
+from face_parser.modeling import named_class_log_bias
 from service.deps import EngineDep, SettingsDep, require_api_key
 
 router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
-
-
-def class_log_bias(parser: FaceParser) -> dict[str, float]:
-    """The class calibration the model folder carries (``model_training.calibrate``): class -> log-bias, the
-    classes it leaves at 0 not listed."""
-    if parser.class_log_bias is None:
-        return {}
-    return {name: float(b) for name, b in zip(parser.labels.names, parser.class_log_bias.tolist(), strict=True) if b}
 
 
 @router.get("/v1/model", summary="Model version, labels, input size, device, dtype, batching")
@@ -32,7 +24,7 @@ async def model_info(engine: EngineDep, settings: SettingsDep) -> dict:
         "device": str(parser.device),
         "dtype": str(parser.dtype).removeprefix("torch."),
         "test_time_augmentation": {"flip": settings.flip, "extra_sizes": settings.tta_sizes},
-        "class_log_bias": class_log_bias(parser),
+        "class_log_bias": named_class_log_bias(parser.labels, parser.class_log_bias),
         "batching": {
             "inference_workers": len(engine.workers.executors),
             "max_batch_size": settings.max_batch_size,
