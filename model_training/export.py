@@ -81,6 +81,10 @@ def describe_run(run_dir: Path) -> str:
         parts.append(f"lr {training.get('learning_rate')} {training.get('lr_scheduler_type')}{clock}, batch "
                      f"{training.get('per_device_train_batch_size')}, semantic Dice "
                      f"{model.get('semantic_dice_weight', 0)}")
+        if model.get("semantic_lovasz_weight"):
+            parts.append(f"Lovász-softmax {model['semantic_lovasz_weight']}")
+        if model.get("ema_decay"):
+            parts.append(f"weights averaged (EMA, decay {model['ema_decay']}); the average was evaluated and exported")
     if history:
         best = max(r["eval_mean_f1_foreground"] for r in history)
         parts.append(f"{history[-1]['epoch']:.0f} epochs in {history[-1]['elapsed_s'] / 60:.0f} min, "

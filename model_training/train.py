@@ -54,6 +54,7 @@ from model_training.data import (
 from model_training.datasets.base import DatasetError
 from model_training.datasets.loaders import open_dataset
 from model_training.datasets.lr_convention import fix_conventions
+from model_training.ema import WeightEma, ema_folder
 from model_training.losses import fixed_assignment_loss, hungarian_targets, semantic_ce
 from model_training.metrics import ConfusionMatrix
 
@@ -97,6 +98,11 @@ class ModelArguments:
     class_weight_power: float = field(default=0.5, metadata={"help": "0 = no class balancing"})
     semantic_dice_weight: float = field(default=0.0, metadata={
         "help": "fixed matching: weight of a soft Dice loss on the per-pixel class probabilities"})
+    semantic_lovasz_weight: float = field(default=0.0, metadata={
+        "help": "fixed matching: weight of a Lovász-softmax loss (an IoU surrogate) on the class probabilities"})
+    ema_decay: float = field(default=0.0, metadata={
+        "help": "keep an exponential moving average of the weights with this decay per step (e.g. 0.995; 0 = off): "
+                "it is what is evaluated, chosen as best and exported (model_training.ema)"})
     export_dir: str | None = field(default=None, metadata={"help": "write the best model here as a HF folder"})
     export_fp16: bool = field(default=True, metadata={"help": "store exported weights in float16"})
     max_train_minutes: float | None = field(
@@ -154,19 +160,47 @@ class ParserTrainer(Trainer):
     """Trainer with the parser's loss; evaluation returns class scores for the metrics."""
 
     def __init__(self, *args, matching: str, class_weights: torch.Tensor | None, semantic_dice_weight: float = 0.0,
-                 time_budget: TimeBudget | None = None, **kwargs):
+                 semantic_lovasz_weight: float = 0.0, time_budget: TimeBudget | None = None,
+                 ema: WeightEma | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.matching, self.class_weights = matching, class_weights
-        self.semantic_dice_weight = semantic_dice_weight
-        self.time_budget = time_budget
+        self.loss_weights = {"semantic_dice_weight": semantic_dice_weight,
+                             "semantic_lovasz_weight": semantic_lovasz_weight}
+        self.time_budget, self.ema = time_budget, ema
+        if ema is not None:
+            self.add_callback(ema)
+
+    def train(self, *args, **kwargs):
+        """With an EMA the model ends holding the averaged weights: the best checkpoint's
+        (``load_best_model_at_end``) or the last step's."""
+        result = super().train(*args, **kwargs)
+        if self.ema is not None:
+            if not self.args.load_best_model_at_end:
+                self.model.load_state_dict(self.ema.module.state_dict())
+            self.ema = None  # adopted: evaluate() now scores the model as it is
+        return result
+
+    def evaluate(self, *args, **kwargs):
+        """Evaluation (and so the best checkpoint) scores the averaged weights when there are any."""
+        if self.ema is None:
+            return super().evaluate(*args, **kwargs)
+        with self.ema.swapped_into(self.model):
+            return super().evaluate(*args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-        """Resume with every weight of the checkpoint (see :func:`load_checkpoint`)."""
-        (model or self.model).load_state_dict(load_checkpoint(resume_from_checkpoint).state_dict())
+        """Resume with every weight of the checkpoint (see :func:`load_checkpoint`), and its average."""
+        model = model or self.model
+        model.load_state_dict(load_checkpoint(resume_from_checkpoint).state_dict())
+        if self.ema is not None:
+            saved = ema_folder(resume_from_checkpoint)
+            self.ema.restore(load_checkpoint(str(saved)) if saved.is_dir() else model)
 
     def _load_best_model(self) -> None:
-        """``load_best_model_at_end``: every weight of the best checkpoint (see :func:`load_checkpoint`)."""
-        self._load_from_checkpoint(self.state.best_model_checkpoint)
+        """``load_best_model_at_end``: every weight of the best checkpoint (see :func:`load_checkpoint`),
+        the averaged ones when there is an EMA (those were what made it the best)."""
+        best = self.state.best_model_checkpoint
+        source = ema_folder(best) if self.ema is not None else best
+        self.model.load_state_dict(load_checkpoint(str(source)).state_dict())
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """A cosine schedule under a time budget runs on the clock (see :class:`TimeBudget`)."""
@@ -189,8 +223,7 @@ class ParserTrainer(Trainer):
             out = model(pixel_values=inputs["pixel_values"], **({"output_auxiliary_logits": True} if deep else {}))
             predictions = [(out.class_queries_logits, out.masks_queries_logits)]
             predictions += [(a["class_queries_logits"], a["masks_queries_logits"]) for a in out.auxiliary_logits or []]
-            loss = sum(fixed_assignment_loss(c, m, labels, weights, semantic_dice_weight=self.semantic_dice_weight)
-                       for c, m in predictions)
+            loss = sum(fixed_assignment_loss(c, m, labels, weights, **self.loss_weights) for c, m in predictions)
         outputs = {"class_queries_logits": out.class_queries_logits, "masks_queries_logits": out.masks_queries_logits}
         return (loss, outputs) if return_outputs else loss
 
@@ -311,12 +344,16 @@ def main(argv: list[str] | None = None) -> dict:
             {"data": asdict(data_args), "model": asdict(model_args), "training": train_args.to_dict()},
             indent=1, default=str))
     budget = TimeBudget(model_args.max_train_minutes) if model_args.max_train_minutes else None
+    try:
+        ema = WeightEma(model, model_args.ema_decay) if model_args.ema_decay else None
+    except ValueError as exc:
+        sys.exit(str(exc))
     trainer = ParserTrainer(
         model=model, args=train_args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=collate,
         compute_metrics=metrics_fn(list(labels.names)), preprocess_logits_for_metrics=label_maps_for_metrics,
         callbacks=[EvalHistory(out_dir / "eval_history.jsonl")] + ([budget] if budget else []),
         matching=model_args.matching, class_weights=weights, semantic_dice_weight=model_args.semantic_dice_weight,
-        time_budget=budget,
+        semantic_lovasz_weight=model_args.semantic_lovasz_weight, time_budget=budget, ema=ema,
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(train_args, out_dir))
     metrics = trainer.evaluate()

@@ -53,6 +53,13 @@ def test_the_card_says_where_each_phase_started(tmp_path):
     assert "3 epochs in 21 min, best validation mean F1 0.7400" in export.describe_run(scratch)
 
 
+def test_the_card_names_the_lovasz_term_and_the_weight_average(tmp_path):
+    plain = write_run(tmp_path / "plain", {})
+    averaged = write_run(tmp_path / "averaged", {"semantic_lovasz_weight": 1.0, "ema_decay": 0.995})
+    assert "Lovász" not in export.describe_run(plain) and "EMA" not in export.describe_run(plain)
+    assert "semantic Dice 1.0; Lovász-softmax 1.0; weights averaged (EMA, decay 0.995)" in export.describe_run(averaged)
+
+
 def test_the_card_names_a_soups_members_and_gives_the_intervals():
     model = build_model("tiny", CELEBAMASK_HQ_SCHEME, None)
     model.config.face_parser_soup = ["runs/a", "runs/b/checkpoint-9"]
