@@ -197,9 +197,11 @@ class ParserTrainer(Trainer):
 
     def _load_best_model(self) -> None:
         """``load_best_model_at_end``: every weight of the best checkpoint (see :func:`load_checkpoint`),
-        the averaged ones when there is an EMA (those were what made it the best)."""
+        the averaged ones when it has them (those were what made it the best; a run that turned the EMA on
+        when resumed may find its best among the checkpoints from before)."""
         best = self.state.best_model_checkpoint
-        source = ema_folder(best) if self.ema is not None else best
+        averaged = ema_folder(best)
+        source = averaged if self.ema is not None and averaged.is_dir() else Path(best)
         self.model.load_state_dict(load_checkpoint(str(source)).state_dict())
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
