@@ -168,10 +168,14 @@ def bounded_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
 
 
 def enlarge_labels(labels_hw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Class ids ``(h, w)`` uint8 -> ``(H, W)`` uint8 by nearest neighbour (no-op at the same size)."""
+    """Class ids ``(h, w)`` uint8 -> ``(H, W)`` uint8 by nearest neighbour (no-op at the same size).
+
+    ``nearest-exact``: each output pixel takes the label under its centre, as every other resize here
+    maps centres; torch's ``nearest`` looks from the pixel's corner and shifts the map half a pixel.
+    """
     if tuple(labels_hw.shape) == tuple(size):
         return labels_hw
-    return F.interpolate(labels_hw[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
+    return F.interpolate(labels_hw[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(torch.uint8)
 
 
 def label_map_bounded(scores_khw: torch.Tensor, size: tuple[int, int], max_side: int = 2048) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Dependencies shared by the routes, as ``Annotated`` aliases.
 
 The upload -> decode step and the queue -> forward step live here once, so the
-route handlers stay thin and every endpoint maps errors the same way.
+route handlers stay thin and every endpoint maps errors the same way. The
+dependencies that do no blocking I/O are ``async def``: FastAPI runs a plain
+``def`` one in the worker thread pool, where ``/healthz`` (and every request's
+key check) would queue behind the decoding and encoding of large photos.
 """
 
 from __future__ import annotations
@@ -34,15 +37,15 @@ from service.settings import Settings
 from service.threads import run_in_worker
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_engine(request: Request) -> InferenceEngine:
+async def get_engine(request: Request) -> InferenceEngine:
     engine = request.app.state.engine
     if engine is None:
         raise NotReady(request.app.state.not_ready_reason, headers={"Retry-After": "5"})
@@ -74,16 +77,28 @@ def api_key_valid(given: str | None, settings: Settings) -> bool:
     return settings.api_key is None or _key_equals(given or "", settings.api_key)
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """When an API key is configured, accept ``Authorization: Bearer <key>`` or ``X-API-Key``."""
     if not api_key_valid(presented_key(request.headers), settings):
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
                            headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_api_key_for_ops(request: Request, settings: SettingsDep) -> None:
+async def require_api_key_for_ops(request: Request, settings: SettingsDep) -> None:
     if settings.protect_ops_endpoints:
-        require_api_key(request, settings)
+        await require_api_key(request, settings)
+
+
+def decimal_below(token: str, bound: int) -> int | None:
+    """``token`` as a number when it is written in ASCII digits and is below ``bound``, else None.
+
+    Lengths are compared first: ``int()`` raises ValueError on more than 4300 digits.
+    """
+    digits = token.lstrip("0") or "0"
+    if not (token.isascii() and token.isdigit()) or len(digits) > len(str(bound)):
+        return None
+    value = int(digits)
+    return value if value < bound else None
 
 
 async def read_image(

@@ -13,12 +13,15 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+# The longest side each output format holds (PNG's 2^31 - 1, libjpeg's 65500, WebP's 14 bits): a decodable
+# upload can be longer, so answers are checked against it before any work is done for them.
+OUTPUT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65500, "webp": 16383}
 
 # Between 1x and 2x its limit Pillow only warns, before our header check runs; the check refuses or
 # allows those sizes by the service's own limit, so the warning would add nothing but log lines (and
@@ -38,7 +41,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             _check_header(im, max_pixels)
             im.seek(0)  # animated images: the first frame
             im.load()
-            return _to_rgb(ImageOps.exif_transpose(im))
+            return _to_rgb(_upright(im))
     except Image.DecompressionBombError:  # Pillow's backstop: more than 2 x Image.MAX_IMAGE_PIXELS
         limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
         raise PayloadTooLarge(f"image has too many pixels (limit {limit})") from None
@@ -46,6 +49,28 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise InvalidImage("the upload is not a readable image (JPEG, PNG, WebP or BMP expected)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImage(f"the image could not be decoded: {exc}") from None
+
+
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose maps it).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The picture turned as its EXIF orientation says.
+
+    Not ``ImageOps.exif_transpose``: it also rewrites the EXIF block for the turned copy, and a
+    malformed tag anywhere in it (a resolution stored as text, say) then raises TypeError or
+    struct.error. Only the orientation is read here; an EXIF block that cannot even be read
+    leaves the picture as stored, like a photo without one.
+    """
+    try:
+        orientation = im.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # noqa: BLE001 - metadata only: any parse failure means "no orientation"
+        return im
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return im.transpose(method) if method is not None else im
 
 
 def _check_header(im: Image.Image, max_pixels: int) -> None:

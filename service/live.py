@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from face_parser.faces import Face, crop_face
 from face_parser.pipeline import FaceParsing
 from face_parser.preprocess import resize_rgb
+from service.errors import PayloadTooLarge
 from service.faces import FacesMode, part_probabilities
-from service.imaging import decode_image
+from service.imaging import OUTPUT_MAX_SIDE, decode_image
 from service.inference import InferenceEngine
 from service.recolor import ColorRequest, LipFinish, needed_parts, parse_hex_color, part_mattes, recolor_with_mattes
 from service.settings import Settings
@@ -115,7 +116,7 @@ class LiveStream:
         Two hops to a worker thread around the shared batcher: decode + track + crop, then
         re-frame + paste + mattes + recolour + encode. Raises the service's errors:
         InvalidImage / UnsupportedMediaType for a bad frame, PayloadTooLarge above the pixel
-        limit, the batcher's queue errors under overload.
+        limit or past a JPEG's longest side, the batcher's queue errors under overload.
         """
         photo_hwc, faces, inputs = await run_in_worker(self._prepare, frame.data)
         scores = await self.engine.batcher.submit_many(inputs) if inputs else []
@@ -124,6 +125,7 @@ class LiveStream:
     def _prepare(self, data: bytes) -> tuple[np.ndarray, list[Face] | None, list[np.ndarray]]:
         """Decode; the faces and their crops at the model's input size (``faces=whole``: the frame, resized)."""
         photo_hwc = decode_image(data, self.settings.live_max_frame_pixels)
+        check_answerable(photo_hwc)
         size = self.engine.input_size
         if self.options.faces == "whole":
             self.tracker.observe(photo_hwc)  # the motion still steadies the mattes
@@ -139,6 +141,14 @@ class LiveStream:
                                    needed_parts(lips, hair), None)
         mattes = self.smoother(part_mattes(photo_hwc, probs), self.tracker.motion)
         return encode_frame(recolor_with_mattes(photo_hwc, mattes, lips, hair), index)
+
+
+def check_answerable(frame_hwc: np.ndarray) -> None:
+    """PayloadTooLarge for a frame longer than a JPEG answer can be: the default pixel limit lets in 1 x 2.1 M."""
+    height, width = frame_hwc.shape[:2]
+    longest = OUTPUT_MAX_SIDE["jpeg"]
+    if max(height, width) > longest:
+        raise PayloadTooLarge(f"frame is {width}x{height}; answers are JPEG, at most {longest} px a side")
 
 
 def encode_frame(image_hwc: np.ndarray, index: int) -> bytes:

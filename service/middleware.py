@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -107,7 +108,6 @@ class AdmissionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
-        scope.setdefault("state", {})["endpoint"] = scope["path"]
         ticket = _Ticket(self.limits, self.identify(scope), self.on_reject)
         refusal = ticket.start()
         if refusal is not None:
@@ -210,8 +210,8 @@ class _Ticket:
 class RequestContextMiddleware:
     """Request id (``X-Request-ID``, taken from the client when sane), JSON access log, metrics.
 
-    The endpoint label is the matched route template, so unknown paths collapse
-    into one ``other`` series.
+    The endpoint label is the matched route template (:func:`endpoint_label`), so unknown
+    paths collapse into one ``other`` series.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
@@ -238,9 +238,23 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or scope.get("state", {}).get("endpoint") or "other"
+            endpoint = endpoint_label(scope)
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(elapsed)
             log.info(json.dumps({"request_id": request_id, "method": scope.get("method"), "endpoint": endpoint,
                                  "status": status, "ms": round(elapsed * 1000, 1)}))
+
+
+def endpoint_label(scope: Scope) -> str:
+    """The matched route's template, else the path when the API documents it, else ``other``.
+
+    Requests answered before routing (a 413 on the declared body length, an admission refusal)
+    have no matched route; the documented paths are a fixed set (FastAPI builds the schema once),
+    so labelling by them keeps the label bounded.
+    """
+    route_path = getattr(scope.get("route"), "path", None)
+    if route_path:
+        return route_path
+    app = scope.get("app")
+    documented = app.openapi()["paths"] if isinstance(app, FastAPI) else {}
+    return scope["path"] if scope["path"] in documented else "other"

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +30,7 @@ import numpy as np
 LIP_PARTS = ("u_lip", "l_lip")
 HAIR_PARTS = ("hair",)
 TEETH_PARTS = ("mouth",)
+HEX_COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
 
 LOW, HIGH = 0.3, 0.9  # soft threshold of the feathered decision
 GUIDE_RADIUS = 0.01  # guided-filter radius as a share of the photo's longer side (5 px at 512)
@@ -67,12 +69,9 @@ def needed_parts(lips: ColorRequest | None, hair: ColorRequest | None) -> tuple[
 def parse_hex_color(value: str) -> tuple[int, int, int]:
     """``#RRGGBB`` -> (r, g, b); ValueError with the accepted form otherwise."""
     text = value.strip()
-    if len(text) != 7 or text[0] != "#":
-        raise ValueError(f"colour {value!r} must look like #RRGGBB")
-    try:
-        return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
-    except ValueError:
-        raise ValueError(f"colour {value!r} must look like #RRGGBB (hex digits)") from None
+    if not HEX_COLOR.fullmatch(text):  # int(..., 16) alone would take "-1", "+a" and " a"
+        raise ValueError(f"colour {value!r} must look like #RRGGBB (six hex digits)")
+    return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
 
 
 def guided_filter(guide: np.ndarray, src_hw: np.ndarray, radius: int, eps: float = 1e-3,

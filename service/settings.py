@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +25,9 @@ def shipped_model_dir() -> Path:
 
 
 DEFAULT_MODEL_DIR = shipped_model_dir()
+# What both logging (server.configure_logging, which runs first) and uvicorn accept: not uvicorn's "trace",
+# which logging learns only when uvicorn's own config has run.
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 
 class Settings(BaseSettings):
@@ -118,7 +121,16 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="when set, required as Bearer token or X-API-Key")
     protect_ops_endpoints: bool = Field(False, description="also require the key on /healthz, /readyz, /metrics")
-    log_level: str = Field("info", description="debug | info | warning | error")
+    log_level: LogLevel = Field("info", description="critical | error | warning | info | debug, in any case")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: object) -> object:
+        """Any case, as logging and uvicorn take it; an unknown level fails here, naming the variable, not at start."""
+        level = value.lower() if isinstance(value, str) else value
+        if level not in get_args(LogLevel):
+            raise ValueError(f"FACEPARSE_LOG_LEVEL={value!r}: use one of {', '.join(get_args(LogLevel))}")
+        return level
 
     @field_validator("tta_sizes", mode="before")
     @classmethod

@@ -12,7 +12,8 @@ newest waiting frame, so a client faster than the service gets bounded latency
 and a dropped count instead of a growing queue.
 
 Limits close the stream: 1008 (no valid API key, idle, a client that reads
-nothing), 1009 (frame bytes or pixels), 1013 (too many streams, model not ready).
+nothing), 1009 (frame bytes, pixels or side; a settings message over
+``SETTINGS_MAX_CHARS``), 1013 (too many streams, model not ready).
 A client that reads nothing cannot even receive its close frame: the stream is
 ended on the server (its slot freed, no more frames processed) and the
 connection is left to the transport, which holds at most its write buffer.
@@ -43,6 +44,9 @@ log = logging.getLogger("service.live")
 
 POLICY, TOO_BIG, TRY_LATER = 1008, 1009, 1013
 CLOSE_CODES = (POLICY, TOO_BIG, TRY_LATER)  # every code the server ends a stream with
+# A settings message is a few hundred characters, an API key included; parsing runs on the event loop,
+# so a longer text (up to uvicorn's message limit, the upload limit) is refused unread.
+SETTINGS_MAX_CHARS = 16 * 1024
 KEY_REQUIRED = ("a valid API key is required: send it as the api_key field of the settings message, "
                 "or as Authorization: Bearer <key> / X-API-Key")
 
@@ -125,6 +129,9 @@ class LiveConnection:
                 await self._on_settings(message["text"])
 
     async def _on_settings(self, text: str) -> None:
+        if len(text) > SETTINGS_MAX_CHARS:
+            limit = SETTINGS_MAX_CHARS
+            raise StreamClosed(TOO_BIG, f"settings message of {len(text)} characters; the limit is {limit}")
         if not self.authorized:
             self.authorized = api_key_valid(_field(text, "api_key"), self.settings)
             if not self.authorized:
@@ -200,7 +207,7 @@ def _field(text: str, name: str) -> str | None:
     """One string field of a JSON object message, or None (the message is validated fully later)."""
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's stack allows
         return None
     value = body.get(name) if isinstance(body, dict) else None
     return value if isinstance(value, str) else None

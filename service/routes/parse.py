@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from face_parser.labels import LabelScheme
 from face_parser.pipeline import FaceParsing
-from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
+from service.deps import EngineDep, PhotoDep, SettingsDep, decimal_below, require_api_key
 from service.errors import InvalidParameter
 from service.faces import FACES_DESCRIPTION, FacesMode, faces_headers, faces_summary, parse_photo
 from service.masks import class_id_png, color_png, rle_json
@@ -20,18 +20,23 @@ router = APIRouter(tags=["parse"], dependencies=[Depends(require_api_key)])
 
 
 def parse_class_filter(classes: str | None, labels: LabelScheme) -> list[int] | None:
-    """``"hair,u_lip,12"`` -> class ids; names or ids, comma-separated."""
+    """``"hair,u_lip,12"`` -> class ids; names or ids, comma-separated (None: no filter)."""
     if not classes:
         return None
-    ids = []
-    for token in (t.strip() for t in classes.split(",") if t.strip()):
-        if token.isascii() and token.isdigit() and int(token) < len(labels):
-            ids.append(int(token))
-        elif token in labels.names:
-            ids.append(labels.id_of(token))
-        else:
-            raise InvalidParameter(f"classes: unknown class {token!r}; known: {', '.join(labels.names)}")
-    return ids
+    tokens = [t.strip() for t in classes.split(",") if t.strip()]
+    if not tokens:  # only commas: answering no class at all would hide the mistake
+        raise InvalidParameter("classes: no class named; give names or ids, comma-separated, such as hair,u_lip")
+    return [class_id(token, labels) for token in tokens]
+
+
+def class_id(token: str, labels: LabelScheme) -> int:
+    """A class by name or id; 422 with the known names otherwise."""
+    if token in labels.names:
+        return labels.id_of(token)
+    found = decimal_below(token, len(labels))
+    if found is None:
+        raise InvalidParameter(f"classes: unknown class {token!r}; known: {', '.join(labels.names)}")
+    return found
 
 
 def render(parsing: FaceParsing, photo_hwc: np.ndarray, fmt: str, overlay: bool, opacity: float,

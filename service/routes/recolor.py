@@ -10,10 +10,10 @@ from fastapi.responses import Response
 
 from face_parser.labels import LabelScheme
 from face_parser.pipeline import FaceParsing
-from service.deps import EngineDep, PhotoDep, SettingsDep, require_api_key
+from service.deps import EngineDep, PhotoDep, SettingsDep, decimal_below, require_api_key
 from service.errors import InvalidParameter
 from service.faces import FACES_DESCRIPTION, FacesMode, faces_headers, parse_photo, part_probabilities
-from service.imaging import OUTPUT_FORMATS, encode_image
+from service.imaging import OUTPUT_FORMATS, OUTPUT_MAX_SIDE, encode_image
 from service.recolor import ColorRequest, LipFinish, needed_parts, parse_hex_color, recolor
 from service.threads import run_in_worker
 
@@ -34,16 +34,26 @@ def color_request(field: str, value: str | None, intensity: float,
         raise InvalidParameter(f"{field}: {exc}") from None
 
 
-def parse_face_indices(value: str | None, faces: FacesMode) -> list[int] | None:
-    """``"0,2"`` -> [0, 2]: the faces to recolour (all when empty)."""
+def parse_face_indices(value: str | None, faces: FacesMode, max_faces: int) -> list[int] | None:
+    """``"0,2"`` -> [0, 2]: the faces to recolour (all when empty); no photo has a face past ``max_faces - 1``."""
     if value is None or not value.strip():
         return None
     if faces == "whole":
         raise InvalidParameter("face_indices: choosing faces needs faces=auto")
-    tokens = [t.strip() for t in value.split(",") if t.strip()]
-    if not all(t.isascii() and t.isdigit() for t in tokens):
-        raise InvalidParameter(f"face_indices: {value!r} must be comma-separated face numbers such as 0,2")
-    return sorted({int(t) for t in tokens})
+    indices = {decimal_below(t.strip(), max_faces) for t in value.split(",") if t.strip()}
+    if not indices or None in indices:
+        raise InvalidParameter(f"face_indices: {value!r} must be comma-separated face numbers from 0 to "
+                               f"{max_faces - 1} (at most {max_faces} faces are parsed), such as 0,2")
+    return sorted(i for i in indices if i is not None)
+
+
+def check_output_size(photo_hwc: np.ndarray, fmt: str) -> None:
+    """The answer has the photo's size: refuse, before any inference, a photo that ``fmt`` cannot hold."""
+    height, width = photo_hwc.shape[:2]
+    if max(height, width) > OUTPUT_MAX_SIDE[fmt]:
+        fitting = " or ".join(f for f, side in OUTPUT_MAX_SIDE.items() if max(height, width) <= side)
+        raise InvalidParameter(f"format={fmt}: the photo is {width}x{height} and {fmt} holds at most "
+                               f"{OUTPUT_MAX_SIDE[fmt]} px a side; format={fitting} would take it")
 
 
 def check_face_indices(indices: list[int] | None, parsing: FaceParsing) -> None:
@@ -78,7 +88,8 @@ async def recolor_photo(
     hair = color_request("hair_color", hair_color, hair_intensity)
     if lips is None and hair is None:
         raise InvalidParameter("give lip_color and/or hair_color as #RRGGBB")
-    indices = parse_face_indices(face_indices, faces)
+    indices = parse_face_indices(face_indices, faces, settings.max_faces)
+    check_output_size(photo, format)
     parsing = await parse_photo(request, engine, photo, faces)
     check_face_indices(indices, parsing)
     body = await run_in_worker(render, parsing, photo, engine.parser.labels, lips, hair, format, indices)

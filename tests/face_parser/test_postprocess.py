@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from face_parser.postprocess import (
     chosen_probabilities,
     class_probabilities,
+    enlarge_labels,
     image_label_map,
     label_map,
     label_map_bounded,
@@ -55,6 +56,19 @@ def test_label_map_bounded_enlarges_past_max_side():
     assert labels.shape == (300, 200)
     small = image_label_map(scores, (150, 100))
     assert torch.equal(labels[::2, ::2], small)
+
+
+def test_enlarged_labels_stay_centred():
+    """Each pixel takes the label under its centre, so a mirrored map enlarges to the mirrored enlargement
+    (odd to even sizes: no centre falls on a cell border). Taken from the corner, the map moved half a pixel."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 19, (7, 11), dtype=torch.uint8)
+    big = enlarge_labels(labels, (10, 16))
+    assert big.shape == (10, 16) and big.dtype == torch.uint8
+    for dims in ([0], [1]):
+        assert torch.equal(enlarge_labels(labels.flip(dims), (10, 16)), big.flip(dims))
+    assert torch.equal(enlarge_labels(torch.tensor([[0, 1, 2]], dtype=torch.uint8), (1, 5))[0],
+                       torch.tensor([0, 0, 1, 2, 2], dtype=torch.uint8))
 
 
 def test_a_thin_part_is_resized_in_log_space():

@@ -132,6 +132,8 @@ def test_recolor_colours_every_face_or_the_chosen_ones(oracle_api):
 @pytest.mark.parametrize("form, message", [
     ({"face_indices": "3"}, "3 faces found"),
     ({"face_indices": "one"}, "comma-separated"),
+    ({"face_indices": ","}, "comma-separated"),
+    ({"face_indices": "9" * 5000}, "from 0 to 15"),
     ({"face_indices": "0", "faces": "whole"}, "faces=auto"),
     ({"faces": "some"}, "faces"),
 ])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import struct
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 from service.imaging import decode_image, encode_image
@@ -31,6 +32,27 @@ def test_exif_orientation_is_applied():
     img[:, :50] = (255, 0, 0)  # left half red: after the rotation it is the top half
     data = png_bytes(img, "PNG", exif=exif_bytes(orientation=6))
     out = decode_image(data, LIMIT)
+    assert out.shape == (100, 50, 3)
+    assert (out[:45, :, 0] > 200).all() and (out[55:, :, 0] < 50).all()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_as_pillow_does(orientation):
+    img = draw_face(24, seed=5)[0][:, :20]  # not square, not symmetric
+    data = png_bytes(img, "PNG", exif=exif_bytes(orientation=orientation))
+    with Image.open(io.BytesIO(data)) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(data, LIMIT), expected)
+
+
+def test_malformed_exif_tag_still_turns_the_photo():
+    """Orientation 6 beside a resolution stored as text: Pillow's exif_transpose raises TypeError here."""
+    entries = [struct.pack("<HHI4s", 0x0112, 3, 1, struct.pack("<HH", 6, 0)),
+               struct.pack("<HHI4s", 0x011A, 2, 3, b"72\x00\x00")]
+    tiff = b"II*\x00" + struct.pack("<IH", 8, len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+    img = np.zeros((50, 100, 3), np.uint8)
+    img[:, :50] = (255, 0, 0)
+    out = decode_image(png_bytes(img, "JPEG", exif=b"Exif\x00\x00" + tiff), LIMIT)
     assert out.shape == (100, 50, 3)
     assert (out[:45, :, 0] > 200).all() and (out[55:, :, 0] < 50).all()
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.imaging import OUTPUT_MAX_SIDE
 from service.live import Frame, LatestFrame
+from service.routes.live import SETTINGS_MAX_CHARS
 from tests.conftest import OracleParser, draw_face, metric, parser_like, png_bytes
 
 WHOLE = {"lip_color": "#2050e0", "lip_intensity": 1.0, "faces": "whole"}
@@ -156,6 +158,33 @@ def test_oversized_frames_close_with_1009(make_client, oracle_parser):
         receive_until(ws, "settings")
         ws.send_bytes(jpeg(np.zeros((120, 120, 3), np.uint8)))
         assert "pixels" in closed_with(ws, 1009)
+
+
+def test_a_frame_too_wide_for_a_jpeg_answer_closes_with_1009(api):
+    with api.websocket_connect("/recolor/live") as ws:
+        ws.send_text(json.dumps(WHOLE))
+        receive_until(ws, "settings")
+        wide = np.zeros((2, OUTPUT_MAX_SIDE["jpeg"] + 1, 3), np.uint8)
+        ws.send_bytes(png_bytes(wide))  # PNG: decodable, not answerable
+        assert f"at most {OUTPUT_MAX_SIDE['jpeg']}" in closed_with(ws, 1009)
+
+
+def test_a_settings_message_past_the_cap_closes_with_1009(api):
+    with api.websocket_connect("/recolor/live") as ws:
+        ws.send_text(json.dumps({**WHOLE, "api_key": "k" * SETTINGS_MAX_CHARS}))
+        assert f"limit is {SETTINGS_MAX_CHARS}" in closed_with(ws, 1009)
+
+
+def test_a_deeply_nested_settings_message_is_refused_like_any_bad_one(make_client, oracle_parser):
+    client = make_client(parser=oracle_parser, api_key="s3cret")
+    nested = "[" * 5000 + "]" * 5000  # past json's recursion limit, within the length cap
+    with client.websocket_connect("/recolor/live") as ws:
+        ws.send_text(nested)
+        assert "API key" in closed_with(ws, 1008)
+    with client.websocket_connect("/recolor/live", headers={"X-API-Key": "s3cret"}) as ws:
+        ws.send_text(nested)
+        assert receive_until(ws, "error")["error"] == "invalid_parameter"
+    assert metric(client.get("/metrics").text, "faceparse_live_closed_total", code="1008") == 1
 
 
 def test_api_key_in_a_header_or_the_settings_message(make_client, oracle_parser):

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from service.errors import http_error_handler
 from service.limits import Pace, SharedBound
 from service.middleware import AdmissionLimits, AdmissionMiddleware, client_identity
+from tests.conftest import metric
 
 
 def limits(uploads: int = 4, in_flight: int = 2, share: float = 1.0, body_timeout_s: float = 30.0,
@@ -163,3 +164,14 @@ def test_a_client_is_its_api_key_when_keys_are_on_else_its_address(headers, expe
     scope = {"type": "http", "client": ("10.1.2.3", 5), "headers": raw_headers}
     assert client_identity(scope, SecretStr("secret")) == expected
     assert client_identity(scope, None) == "address 10.1.2.3"
+
+
+def test_a_body_refused_by_its_declared_length_is_counted_under_its_endpoint(make_client):
+    client = make_client(max_upload_bytes=1024)  # the body limit: 1024 + 64 KiB of multipart framing
+    for path in ("/parse", "/recolor", "/no/such/path"):
+        r = client.post(path, files={"image": ("photo.png", b"x" * 70_000, "image/png")})
+        assert r.status_code == 413, r.text
+    text = client.get("/metrics").text
+    for endpoint in ("/parse", "/recolor", "other"):  # unknown paths stay in one series
+        assert metric(text, "faceparse_requests_total", endpoint=endpoint, status="413") == 1, endpoint
+    assert "/no/such/path" not in text

@@ -126,6 +126,14 @@ def test_unknown_class_is_422(api, classes):
     assert body["error"] == "invalid_parameter" and "unknown class" in body["detail"]
 
 
+@pytest.mark.parametrize("classes, message", [("9" * 5000, "unknown class"), (",,", "no class"), (" , ", "no class")],
+                         ids=["5000-digits", "commas", "blank"])
+def test_a_class_filter_that_names_no_class_is_422(api, classes, message):
+    r = post_parse(api, png_bytes(photo()), format="rle", classes=classes)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_parameter" and message in r.json()["detail"]
+
+
 @pytest.mark.parametrize("params", [{"format": "gif"}, {"opacity": "1.5"}, {"opacity": "-0.1"},
                                     {"opacity": "half"}, {"overlay": "maybe"}])
 def test_out_of_range_parameters_are_422(api, params):

@@ -62,7 +62,7 @@ def laplacian_energy(img: np.ndarray, where: np.ndarray) -> float:
 def test_parse_hex_color():
     assert parse_hex_color("#c81e3c") == (200, 30, 60)
     assert parse_hex_color(" #FFFFFF ") == (255, 255, 255)
-    for bad in ("c81e3c", "#c81e3", "#c81e3c0", "#gg0000", "red", ""):
+    for bad in ("c81e3c", "#c81e3", "#c81e3c0", "#gg0000", "red", "", "#-10000", "#+a0000", "# a0000", "#0x1234"):
         with pytest.raises(ValueError, match="#RRGGBB"):
             parse_hex_color(bad)
 

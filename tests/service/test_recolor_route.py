@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import draw_face, png_bytes
+from tests.conftest import draw_face, metric, png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,18 @@ def test_bad_parameters_are_422(api, form, where):
     body = r.json()
     assert set(body) == {"error", "detail"} and body["error"] == "invalid_parameter"
     assert where in body["detail"]
+
+
+@pytest.mark.parametrize("fmt, width, fitting", [("webp", 17000, "png or jpeg"), ("jpeg", 70000, "png")])
+def test_a_photo_too_wide_for_the_format_is_422_before_any_inference(api, fmt, width, fitting):
+    batches = metric(api.get("/metrics").text, "faceparse_batch_size_count")
+    r = post_recolor(api, png_bytes(np.full((4, width, 3), 128, np.uint8)), hair_color="#a01010", faces="whole",
+                     format=fmt)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert r.json()["error"] == "invalid_parameter"
+    assert f"format={fmt}" in detail and f"{width}x4" in detail and f"format={fitting} would" in detail
+    assert metric(api.get("/metrics").text, "faceparse_batch_size_count") == batches
 
 
 def test_lip_finish_is_accepted_and_checked(oracle_api):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,10 +10,13 @@ import sysconfig
 import tomllib
 import venv
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import ValidationError
+from uvicorn.config import LOG_LEVELS
 
-from service.settings import REPO_ROOT, Settings
+from service.settings import REPO_ROOT, LogLevel, Settings
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +71,21 @@ def test_tta_sizes_read_from_the_environment_as_comma_separated_pixels(monkeypat
                                                 ("2048", r"\[2048\] are not multiples of 32 from 32 to 1024"),
                                                 ("320,big", "valid integer")])
 def test_tta_sizes_that_no_model_can_take_are_refused_with_the_variable_named(monkeypatch, given, message):
-    from pydantic import ValidationError
-
     monkeypatch.setenv("FACEPARSE_TTA_SIZES", given)
     with pytest.raises(ValidationError, match=message):
         Settings(model_dir="unused")
+
+
+@pytest.mark.parametrize("given", ["verbose", "trace", ""])
+def test_a_log_level_that_the_server_cannot_start_with_is_refused_with_the_variable_named(monkeypatch, given):
+    """trace: uvicorn knows it, but logging does not until uvicorn's config has run (after ours)."""
+    monkeypatch.setenv("FACEPARSE_LOG_LEVEL", given)
+    with pytest.raises(ValidationError, match="FACEPARSE_LOG_LEVEL"):
+        Settings(model_dir="unused")
+
+
+def test_the_log_level_is_read_in_any_case_and_both_logging_and_uvicorn_know_it(monkeypatch):
+    monkeypatch.setenv("FACEPARSE_LOG_LEVEL", "WARNING")
+    assert Settings(model_dir="unused").log_level == "warning"
+    for level in get_args(LogLevel):
+        assert level in LOG_LEVELS and isinstance(logging.getLevelName(level.upper()), int), level
