@@ -1,8 +1,9 @@
 """Face-aware augmentation: one affine warp straight to the model's input size.
 
 Scale, rotation and translation are composed into a single PIL affine
-transform (bilinear for the photo, nearest for the mask), so a sample is
-resampled once. A horizontal flip also swaps left/right classes. Colour jitter
+transform (bilinear for the photo, nearest for the mask). Where it shrinks, the
+photo is first resized with antialiasing to the warp's scale, as evaluation and
+serving resize it. A horizontal flip also swaps left/right classes. Colour jitter
 changes brightness, contrast and saturation.
 """
 
@@ -48,6 +49,24 @@ def _jitter(image_hwc: np.ndarray, strength: float, rng: np.random.Generator) ->
     return np.clip(img * brightness, 0, 255).astype(np.uint8)
 
 
+def _antialiased(photo: Image.Image, coeffs: tuple) -> tuple[Image.Image, tuple]:
+    """The photo shrunk (antialiased) to the warp's scale, and the warp from there, when it shrinks.
+
+    An affine warp samples the input bilinearly at each output pixel and does not low-pass filter, so
+    a warp that shrinks 512 px to the model's size would train on sharper, aliased pictures than the
+    antialiased resize (``face_parser.preprocess.resize_rgb``) that evaluation and serving feed the
+    model. The warp left after the shrink only rotates and shifts, at about 1x.
+    """
+    a, b, c, d, e, f = coeffs
+    scale = 1 / math.hypot(a, b)  # output pixels per input pixel
+    if scale >= 1:
+        return photo, coeffs
+    w, h = photo.size
+    small = photo.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    kx, ky = small.width / w, small.height / h
+    return small, (a * kx, b * kx, c * kx, d * ky, e * ky, f * ky)
+
+
 def augment_pair(
     image_hwc: np.ndarray, mask_hw: np.ndarray, cfg: AugmentConfig,
     flip_permutation: np.ndarray, rng: np.random.Generator,
@@ -56,7 +75,8 @@ def augment_pair(
     h, w = mask_hw.shape
     coeffs = _inverse_affine(w, h, cfg, rng)
     size = (cfg.size, cfg.size)
-    image = np.asarray(Image.fromarray(image_hwc).transform(size, Image.AFFINE, coeffs, Image.BILINEAR))
+    photo, photo_coeffs = _antialiased(Image.fromarray(image_hwc), coeffs)
+    image = np.asarray(photo.transform(size, Image.AFFINE, photo_coeffs, Image.BILINEAR))
     mask = np.asarray(Image.fromarray(mask_hw).transform(size, Image.AFFINE, coeffs, Image.NEAREST))
     if rng.random() < cfg.flip_prob:
         image = image[:, ::-1]

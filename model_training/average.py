@@ -5,7 +5,9 @@ mean of their weights is often better than each of them (Wortsman et al., 2022,
 "Model soups"). The shipped model is the mean of two GPU fine-tunes.
 
     python -m model_training.average --checkpoints runs/a/checkpoint-3196 runs/b/checkpoint-2312 \
-        --out runs/soup --image_size 256
+        --out runs/soup
+
+The soup's input size is the one its members were saved with (``--image_size`` to choose another).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from transformers import AutoModelForUniversalSegmentation, PreTrainedModel
 
 from face_parser.modeling import save_model_folder
 from face_parser.preprocess import PreprocessConfig
+from model_training.export import input_size
 
 
 def load_float32(folder: str) -> PreTrainedModel:
@@ -45,10 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoints", nargs="+", required=True, help="Trainer checkpoints or model folders")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--image_size", type=int, default=256)
+    ap.add_argument("--image_size", type=int, default=None, help="default: the size the checkpoints were saved at")
     args = ap.parse_args(argv)
+    size = input_size(args.checkpoints, args.image_size)
     soup = average_models(args.checkpoints)
-    save_model_folder(soup, PreprocessConfig(size=args.image_size), args.out, version="soup", fp16=False)
+    save_model_folder(soup, PreprocessConfig(size=size), args.out, version="soup", fp16=False)
     print(f"averaged {len(args.checkpoints)} checkpoints -> {args.out}")
 
 

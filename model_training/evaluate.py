@@ -113,18 +113,31 @@ def confusion_chart(report: dict, names: Sequence[str], path: Path, title: str) 
     plt.close(fig)
 
 
-def overlay_grid(triples, palette: np.ndarray, path: Path, alpha: float = 0.55) -> None:
-    """Rows of photo | ground truth overlay | prediction overlay."""
+def overlay_row(image_hwc: np.ndarray, truth_hw: np.ndarray, pred_hw: np.ndarray, palette: np.ndarray,
+                height: int, alpha: float) -> np.ndarray:
+    """photo | ground truth overlay | prediction overlay, ``(height, 3 * W, 3)`` uint8, the photo scaled to
+    ``height`` with its aspect kept. Label maps are resized nearest: interpolated class ids would be other classes."""
     from PIL import Image
 
-    rows = []
-    def over(image, lbl):
-        return (image * (1 - alpha) + palette[lbl] * alpha).astype(np.uint8)
+    size = (max(1, round(image_hwc.shape[1] * height / image_hwc.shape[0])), height)
+    photo = np.asarray(Image.fromarray(image_hwc).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    panels = [photo]
+    for labels_hw in (truth_hw, pred_hw):
+        resized = np.asarray(Image.fromarray(labels_hw).resize(size, Image.Resampling.NEAREST))
+        panels.append(photo * (1 - alpha) + palette[resized] * alpha)
+    return np.concatenate(panels, axis=1).astype(np.uint8)
 
-    for image, truth, pred in triples:
-        rows.append(np.concatenate([image, over(image, truth), over(image, pred)], axis=1))
-    grid = np.concatenate(rows, axis=0)
-    Image.fromarray(grid).resize((grid.shape[1] // 2, grid.shape[0] // 2)).save(path)
+
+def overlay_grid(triples, palette: np.ndarray, path: Path, alpha: float = 0.55, row_height: int = 256) -> None:
+    """One :func:`overlay_row` per (image, truth, prediction) triple. Photos may differ in size (LaPa, any
+    folder): every row has one height, and narrower rows are padded white to the widest."""
+    from PIL import Image
+
+    rows = [overlay_row(image, truth, pred, palette, row_height, alpha) for image, truth, pred in triples]
+    width = max(row.shape[1] for row in rows)
+    grid = np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255)
+                           for row in rows])
+    Image.fromarray(grid).save(path)
 
 
 def write_report(report: dict, triples, palette, out_dir: Path, title: str) -> None:
@@ -189,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="another model's per_image_confusion.npz on the same split: report the differences "
                          "with paired 95%% bootstrap intervals")
     args = ap.parse_args(argv)
+    other = np.load(args.paired_with)["matrices"] if args.paired_with else None  # a wrong path fails before the work
     parser, base, indices = open_scoring(args, args.split)
     if args.no_calibration:
         parser.class_log_bias = None
@@ -196,10 +210,12 @@ def main(argv: list[str] | None = None) -> dict:
     report.update({"split": args.split, "lr_convention_fixed": args.fix_lr_convention, "flip": args.flip,
                    "tta_sizes": args.tta_sizes, "class_calibration": parser.class_log_bias is not None,
                    "dtype": str(parser.dtype).removeprefix("torch.")})
-    if args.paired_with:
-        other = np.load(args.paired_with)["matrices"]
-        report["paired_with"] = {"file": args.paired_with,
-                                 **paired_differences(report["per_image_confusion"], other)}
+    if other is not None:
+        try:
+            report["paired_with"] = {"file": args.paired_with,
+                                     **paired_differences(report["per_image_confusion"], other)}
+        except ValueError as exc:
+            raise SystemExit(f"--paired_with {args.paired_with}: {exc}") from None
     write_report(report, triples, parser.labels.palette(), Path(args.out),
                  f"{parser.version}: {args.split} split, {len(indices)} pairs")
     print(json.dumps({k: report[k] for k in (*HEADLINE, "ci95", "paired_with") if k in report}))

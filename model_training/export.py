@@ -71,7 +71,9 @@ def describe_run(run_dir: Path) -> str:
     parts = [f"`{run_dir.name}`"]
     if model:
         parts.append(describe_start(model))
-    if data:
+    if data and split.get("split") == "official":
+        parts.append(f"input {data.get('image_size')} px, the dataset's official validation and test splits")
+    elif data:
         parts.append(f"input {data.get('image_size')} px, test {data.get('test_count', 0)} / validation "
                      f"{data.get('val_count')} pairs held out (seed {data.get('split_seed')})")
     if "lr_reversed_fixed" in split:
@@ -159,6 +161,34 @@ prediction). The loss is training-only: inference is stock {type(model).__name__
 """
 
 
+def saved_input_size(checkpoint: str) -> int | None:
+    """The input size a folder's ``preprocessor_config.json`` records, or its run folder's (a Trainer
+    checkpoint keeps none of its own); None when neither has one."""
+    for folder in (Path(checkpoint), Path(checkpoint).parent):
+        if (folder / "preprocessor_config.json").is_file():
+            return PreprocessConfig.from_processor_dict(
+                json.loads((folder / "preprocessor_config.json").read_text())).size
+    return None
+
+
+def input_size(checkpoints: list[str], given: int | None) -> int:
+    """The input size to export with: ``given`` when set, else the one the checkpoints were saved with.
+
+    Never a silent default: a 352 px model re-exported at 256 px would still load and parse, only worse.
+    """
+    saved = {c: saved_input_size(c) for c in checkpoints}
+    if given is not None:
+        for c, size in saved.items():
+            if size is not None and size != given:
+                print(f"note: {c} was saved at {size} px; exporting at --image_size {given}")
+        return given
+    sizes = set(saved.values())
+    if len(sizes) != 1 or None in sizes:
+        raise SystemExit(f"give --image_size: the input sizes saved with the checkpoints are {saved} "
+                         "(None: no preprocessor_config.json in the folder or its run folder)")
+    return sizes.pop()
+
+
 def export_weights(checkpoint: str, out_dir: str, image_size: int, version: str, fp16: bool = True):
     """Checkpoint -> the loadable folder alone, no card: ``(model, folder)``."""
     model = AutoModelForUniversalSegmentation.from_pretrained(checkpoint, use_safetensors=True, dtype=torch.float32)
@@ -194,7 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--checkpoint", required=True, help="Trainer checkpoint or save_pretrained folder")
     ap.add_argument("--out", default="models/face-parser")
     ap.add_argument("--run_dir", nargs="*", default=[], help="training run folders, in order (training curve)")
-    ap.add_argument("--image_size", type=int, default=256)
+    ap.add_argument("--image_size", type=int, default=None,
+                    help="input size in px (default: the one saved with the checkpoint or its run folder)")
     ap.add_argument("--dataset", default="folder")
     ap.add_argument("--data_dir", default="../shared/data/celebamask-mini")
     ap.add_argument("--val_count", type=int, default=100)
@@ -209,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--weights_only", action="store_true", help="write the folder without the card and its "
                     "evaluation (on a machine without the evaluation photos; export again there for the card)")
     args = ap.parse_args(argv)
+    args.image_size = input_size([args.checkpoint], args.image_size)
     if args.weights_only:
         export_weights(args.checkpoint, args.out, args.image_size, args.version or Path(args.out).name, not args.fp32)
         print(f"wrote {args.out} (no card)")

@@ -137,6 +137,9 @@ def paired_differences(new_nkk: np.ndarray, old_nkk: np.ndarray, rounds: int = 2
     if new_nkk.shape != old_nkk.shape:
         raise ValueError(f"the two evaluations differ in shape ({new_nkk.shape} vs {old_nkk.shape}): "
                          "compare them on the same images and labels")
+    if not np.array_equal(new_nkk.sum(axis=2), old_nkk.sum(axis=2)):  # each photo's ground-truth counts
+        raise ValueError("the two evaluations' ground truths differ (other photos, another split, or "
+                         "--fix_lr_convention on one side only): compare them on the same images and labels")
     weights = np.vstack([np.ones(len(new_nkk)), resamples(len(new_nkk), rounds, seed)])
     new, old = summary_figures(new_nkk, weights), summary_figures(old_nkk, weights)
     out = {}

@@ -52,7 +52,7 @@ from model_training.data import (
     oversample,
 )
 from model_training.datasets.base import DatasetError
-from model_training.datasets.loaders import open_dataset
+from model_training.datasets.loaders import OFFICIAL_SPLITS, open_dataset
 from model_training.datasets.lr_convention import fix_conventions
 from model_training.ema import WeightEma, ema_folder
 from model_training.losses import fixed_assignment_loss, hungarian_targets, semantic_ce
@@ -63,9 +63,10 @@ from model_training.metrics import ConfusionMatrix
 class DataArguments:
     dataset: str = field(default="folder", metadata={"help": "folder | celebamask-hq | hf | lapa"})
     data_dir: str = field(default="../shared/data/celebamask-mini", metadata={"help": "dataset folder or hub id"})
-    val_count: int = field(default=100, metadata={"help": "pairs held out for validation (folder/hf/lapa train split)"})
+    val_count: int = field(default=100, metadata={
+        "help": "pairs held out for validation (folder, hf; CelebAMask-HQ and LaPa use their official splits)"})
     test_count: int = field(default=0, metadata={
-        "help": "pairs held out as a test split that training never reads (folder/hf/lapa); score it with "
+        "help": "pairs held out as a test split that training never reads (folder, hf); score it with "
                 "model_training.evaluate --split test"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/validation/test split"})
     fix_lr_convention: bool = field(default=True, metadata={
@@ -275,13 +276,23 @@ def load_checkpoint(path: str) -> PreTrainedModel:
     return AutoModelForUniversalSegmentation.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
 
 
+def split_record(data_args: DataArguments, val_idx: list[int]) -> dict:
+    """What ``split.json`` says was held out. Folders and hf: positions in the one dataset, drawn with the seed.
+    CelebAMask-HQ and LaPa: their official splits, which no seed or count chooses; ``val_indices`` are positions
+    in the official validation split, and the official test split, which training never opens, is not listed."""
+    if data_args.dataset in OFFICIAL_SPLITS:
+        return {"split": "official", "val_indices": val_idx}
+    record = {"split_seed": data_args.split_seed, "val_indices": val_idx}
+    if data_args.test_count:
+        record["test_indices"] = open_dataset(data_args, part="test")[3]
+    return record
+
+
 def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
     """Open the dataset, split it, fix reversed left/right masks, and wrap the parts for training and
     evaluation. Returns the datasets, class frequencies and a record of the split."""
     train_base, val_base, train_idx, val_idx = open_dataset(data_args)
-    record = {"split_seed": data_args.split_seed, "val_indices": val_idx}
-    if data_args.test_count:
-        record["test_indices"] = open_dataset(data_args, part="test")[3]
+    record = split_record(data_args, val_idx)
     if data_args.fix_lr_convention:
         train_base, val_base = fix_conventions(train_base, val_base, train_idx, val_idx)
         record["lr_reversed_fixed"] = sorted(train_base.reversed | val_base.reversed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from face_parser.labels import CELEBAMASK_HQ_SCHEME
@@ -44,6 +44,16 @@ def official_split(root: Path, split: str) -> list[int]:
     return indices
 
 
+def read_part(path: Path) -> np.ndarray:
+    """One part mask (0 / 255, stored grey or RGB) as ``(H, W)`` uint8 grey. A truncated or unreadable file is
+    a :class:`DatasetError` naming it, so that training stops with the path, not a bare ``OSError``."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read part mask ({exc})") from None
+
+
 class CelebAMaskHQDataset(Dataset):
     """Images resized to 512 px (the masks' size) with merged class-id masks."""
 
@@ -67,8 +77,7 @@ class CelebAMaskHQDataset(Dataset):
             path = self._part_path(n, part)
             if not path.is_file():
                 continue  # a part absent from a face has no file
-            with Image.open(path) as im:
-                part_mask = np.asarray(im.convert("L"))
+            part_mask = read_part(path)
             if part_mask.shape != mask.shape:
                 raise DatasetError(f"{path}: part mask is {part_mask.shape[1]}x{part_mask.shape[0]}, expected 512x512")
             mask[part_mask > 0] = class_id
@@ -78,5 +87,5 @@ class CelebAMaskHQDataset(Dataset):
         path = self.root / "CelebA-HQ-img" / f"{self.indices[index]}.jpg"
         image = read_rgb(path)
         if image.shape[:2] != (MASK_SIZE, MASK_SIZE):
-            image = np.asarray(Image.fromarray(image).resize((MASK_SIZE, MASK_SIZE), Image.BILINEAR))
+            image = np.asarray(Image.fromarray(image).resize((MASK_SIZE, MASK_SIZE), Image.Resampling.BILINEAR))
         return image, self.read_mask(index)

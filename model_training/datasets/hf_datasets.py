@@ -38,9 +38,15 @@ class HFSegmentationDataset(Dataset):
         return f"{self.name}[{index}]"
 
     def read_mask(self, index: int) -> np.ndarray:
+        """Row ``index``'s label map as ``(H, W)`` uint8 class ids. Ids outside 0..255 are refused: a cast would
+        wrap them silently (-1 to 255, ignored; 257 to 1, skin)."""
         mask = np.asarray(self.ds[index][self.label_column])
         if mask.ndim == 3:
             mask = mask[..., 0]
+        outside = (mask < 0) | (mask > 255)
+        if outside.any():
+            raise DatasetError(f"{self._where(index)}.{self.label_column}: class ids "
+                               f"{np.unique(mask[outside]).tolist()} do not fit the label scheme (0..255)")
         return mask.astype(np.uint8)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:

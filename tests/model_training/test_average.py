@@ -30,6 +30,18 @@ def test_soup_is_the_mean_of_the_weights_and_loads_as_a_model_folder(tmp_path):
     assert json.loads((tmp_path / "soup" / "config.json").read_text())["face_parser_soup"] == [a, b]  # the card's
 
 
+def test_soup_keeps_its_members_input_size_and_refuses_to_guess_between_two(tmp_path):
+    a, b = saved_tiny(tmp_path / "a", 0), saved_tiny(tmp_path / "b", 1)
+    average.main(["--checkpoints", a, b, "--out", str(tmp_path / "soup")])
+    assert FaceParser.load(str(tmp_path / "soup"), device="cpu").preprocess.size == 64
+    torch.manual_seed(2)
+    c = str(save_model_folder(build_model("tiny", CELEBAMASK_HQ_SCHEME), PreprocessConfig(size=96), tmp_path / "c",
+                              version="c", fp16=False))
+    with pytest.raises(SystemExit, match="give --image_size"):
+        average.main(["--checkpoints", a, c, "--out", str(tmp_path / "mixed")])
+    assert not (tmp_path / "mixed").exists()
+
+
 def test_soup_refuses_models_of_different_shapes(tmp_path):
     a, b = saved_tiny(tmp_path / "a", 0), saved_tiny(tmp_path / "b", 1, labels=LAPA_SCHEME)
     with pytest.raises(ValueError, match="not the same architecture"):

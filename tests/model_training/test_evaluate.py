@@ -1,7 +1,7 @@
 """model_training.evaluate: label maps at the ground truth's size (with and without flip and extra input sizes),
 and the report (the test-time augmentation it was made with):
-intervals, each photo's confusion matrix, a paired comparison with an earlier evaluation; a folder that is
-not a model."""
+intervals, each photo's confusion matrix, a paired comparison with an earlier evaluation; an overlay grid of
+photos of different sizes; a folder that is not a model."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from model_training.evaluate import main, predict_label_maps
-from tests.conftest import write_cartoon_set
+from tests.conftest import draw_face, write_cartoon_set
 
 
 @pytest.mark.parametrize(("flip", "extra_sizes"), [(False, ()), (True, ()), (True, (32, 96))])
@@ -38,10 +39,30 @@ def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_mod
     again = main([*common, "--out", str(tmp_path / "again"), "--paired_with",
                   str(tmp_path / "first" / "per_image_confusion.npz")])
     assert again["paired_with"]["per_image_f"] == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    with pytest.raises(SystemExit, match="ground truths differ"):  # the same count of other photos
+        main([*common, "--split_seed", "1", "--out", str(tmp_path / "other"), "--paired_with",
+              str(tmp_path / "first" / "per_image_confusion.npz")])
+    with pytest.raises(FileNotFoundError):  # before any photo is parsed
+        main([*common, "--out", str(tmp_path / "none"), "--paired_with", str(tmp_path / "missing.npz")])
     assert (written["flip"], written["tta_sizes"]) == (False, [])
     scaled = main([*common, "--out", str(tmp_path / "scaled"), "--flip", "--tta_sizes", "32", "96"])
     assert (scaled["flip"], scaled["tta_sizes"]) == (True, [32, 96])
     assert not np.array_equal(scaled["per_image_confusion"], matrices)
+
+
+def test_photos_of_different_sizes_make_overlay_rows_of_one_height(tiny_model_dir, tmp_path):
+    """LaPa's photos, or any folder's, differ in size: each row is scaled to one height, narrower rows padded."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for i, (height, width) in enumerate([(96, 96), (64, 128), (160, 80), (72, 72)]):
+        image, mask = draw_face(max(height, width), seed=i)
+        Image.fromarray(image[:height, :width]).save(data / "images" / f"{i}.png")
+        Image.fromarray(mask[:height, :width]).save(data / "masks" / f"{i}.png")
+    main(["--model", tiny_model_dir, "--data_dir", str(data), "--val_count", "3", "--split_seed", "0",
+          "--device", "cpu", "--out", str(tmp_path / "eval")])  # validation: photos 0, 1, 2
+    with Image.open(tmp_path / "eval" / "overlays.png") as grid:
+        assert grid.size == (3 * 2 * 256, 3 * 256)  # as wide as the widest row: a photo twice as wide as high
 
 
 def test_a_trainer_checkpoint_is_refused_with_what_to_load_instead(tiny_model_dir, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from face_parser.labels import CELEBAMASK_HQ_SCHEME
@@ -27,6 +28,31 @@ def test_weights_only_writes_a_loadable_fp16_folder_and_no_card(tmp_path):
     assert stored["model.safetensors"] < 0.6 * (run / "model.safetensors").stat().st_size
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(after.scores(x), before.scores(x), atol=2e-2, rtol=2e-2)
+
+
+def test_the_input_size_is_the_saved_one_unless_given(tmp_path, capsys):
+    """A 48 px run re-exported without --image_size stays 48 px (it used to become 256); a Trainer checkpoint
+    takes its run folder's size; a size given on the command line wins, with a note."""
+    run = save_model_folder(build_model("tiny", CELEBAMASK_HQ_SCHEME, None), PreprocessConfig(size=48),
+                            tmp_path / "run", version="run", fp16=False)
+    checkpoint = tmp_path / "run" / "checkpoint-7"
+    checkpoint.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (checkpoint / name).write_bytes((run / name).read_bytes())
+    for source, out in ((run, "a"), (checkpoint, "b")):
+        export.main(["--checkpoint", str(source), "--out", str(tmp_path / out), "--weights_only"])
+        assert FaceParser.load(tmp_path / out, device="cpu").preprocess.size == 48
+    export.main(["--checkpoint", str(run), "--out", str(tmp_path / "c"), "--weights_only", "--image_size", "64"])
+    assert FaceParser.load(tmp_path / "c", device="cpu").preprocess.size == 64
+    assert "saved at 48 px; exporting at --image_size 64" in capsys.readouterr().out
+
+
+def test_no_saved_input_size_asks_for_one(tmp_path):
+    bare = tmp_path / "bare" / "checkpoint-1"
+    bare.mkdir(parents=True)
+    with pytest.raises(SystemExit, match="give --image_size"):
+        export.input_size([str(bare)], None)
+    assert export.input_size([str(bare)], 96) == 96
 
 
 def write_run(folder, model_args: dict, minutes: float | None = None):
@@ -58,6 +84,15 @@ def test_the_card_names_the_lovasz_term_and_the_weight_average(tmp_path):
     averaged = write_run(tmp_path / "averaged", {"semantic_lovasz_weight": 1.0, "ema_decay": 0.995})
     assert "Lovász" not in export.describe_run(plain) and "EMA" not in export.describe_run(plain)
     assert "semantic Dice 1.0; Lovász-softmax 1.0; weights averaged (EMA, decay 0.995)" in export.describe_run(averaged)
+
+
+def test_the_card_names_an_official_split_as_such(tmp_path):
+    seeded = write_run(tmp_path / "seeded", {})
+    official = write_run(tmp_path / "official", {})
+    (official / "split.json").write_text(json.dumps({"split": "official", "val_indices": [0, 1]}))
+    assert "test 100 / validation 100 pairs held out (seed 0)" in export.describe_run(seeded)
+    assert "official validation and test splits" in export.describe_run(official)
+    assert "held out" not in export.describe_run(official)
 
 
 def test_the_card_names_a_soups_members_and_gives_the_intervals():

@@ -89,3 +89,6 @@ def test_paired_differences_tell_a_real_gain_from_none():
     assert all(d["low"] > 0 and d["low"] <= d["difference"] <= d["high"] for d in gain.values())
     with pytest.raises(ValueError, match="same images"):
         paired_differences(better[:10], old, rounds=10)
+    other_photos, _ = random_matrices(np.random.default_rng(3), 40, noise=0.3)  # same shape, other truths
+    with pytest.raises(ValueError, match="ground truths differ"):
+        paired_differences(other_photos, old, rounds=10)
