@@ -845,7 +845,8 @@ def test_compose_proxy_profile_renders_the_same_template(compose):
     proxy = compose["services"]["proxy"]
     assert proxy["profiles"] == ["proxy"], "opt-in: plain `docker compose up` starts no proxy"
     mounts = bind_mounts(proxy)
-    assert mounts["/etc/nginx/templates/face-parser.conf.template"] == f"./{PROXY_TEMPLATE.relative_to(ROOT)}"
+    # rendered as conf.d/default.conf, over the image's own default server on the same port
+    assert mounts["/etc/nginx/templates/default.conf.template"] == f"./{PROXY_TEMPLATE.relative_to(ROOT)}"
     host, port = proxy["environment"]["FACEPARSE_UPSTREAM"].split(":")
     assert host == API_SERVICE and int(port) == API_PORT
     assert PROXY_PORT in published_ports(proxy)
