@@ -185,6 +185,9 @@ def open_scoring(args: argparse.Namespace, part: str):
     except (OSError, ValueError) as exc:  # not a model folder, a hub id while offline, a bad calibration
         sys.exit(f"--model {args.model}: {exc}")
     _, base, _, indices = open_dataset(args, part=part)
+    if not indices:  # a folder's test split is held out only by --test_count
+        sys.exit(f"the {part} split of {args.data_dir} is empty: give --test_count / --val_count as the model's "
+                 "run held them out")
     if args.fix_lr_convention:
         base = ConventionFixed(base, find_reversed(base, indices))
         print(f"left/right convention: {len(base.reversed)} of {len(indices)} ground-truth masks swapped")

@@ -42,6 +42,8 @@ def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_mod
     with pytest.raises(SystemExit, match="ground truths differ"):  # the same count of other photos
         main([*common, "--split_seed", "1", "--out", str(tmp_path / "other"), "--paired_with",
               str(tmp_path / "first" / "per_image_confusion.npz")])
+    with pytest.raises(SystemExit, match="test split of .* is empty"):  # no --test_count: nothing held out
+        main([*common, "--split", "test", "--out", str(tmp_path / "empty")])
     with pytest.raises(FileNotFoundError):  # before any photo is parsed
         main([*common, "--out", str(tmp_path / "none"), "--paired_with", str(tmp_path / "missing.npz")])
     assert (written["flip"], written["tta_sizes"]) == (False, [])
