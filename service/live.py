@@ -66,8 +66,6 @@ def parse_options(text: str) -> LiveOptions:
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()]
         raise ValueError("; ".join(parts)) from None
-    if options.lip_color is None and options.hair_color is None:
-        raise ValueError("give lip_color and/or hair_color as #RRGGBB")
     return options
 
 
@@ -107,8 +105,11 @@ class LiveStream:
 
     def __init__(self, engine: InferenceEngine, settings: Settings, options: LiveOptions):
         self.engine, self.settings, self.options = engine, settings, options
-        self.tracker = FaceTracker(engine.pipeline.detector, settings.max_faces, settings.live_detect_every)
+        self.tracker = self._new_tracker()
         self.smoother = MatteSmoother()
+
+    def _new_tracker(self) -> FaceTracker:
+        return FaceTracker(self.engine.pipeline.detector, self.settings.max_faces, self.settings.live_detect_every)
 
     async def process(self, frame: Frame) -> bytes:
         """The recoloured frame as JPEG (same size), tagged with the frame's index in its comment.
@@ -118,9 +119,26 @@ class LiveStream:
         InvalidImage / UnsupportedMediaType for a bad frame, PayloadTooLarge above the pixel
         limit or past a JPEG's longest side, the batcher's queue errors under overload.
         """
+        if self.options.colors() == (None, None):
+            return await run_in_worker(self._unchanged, frame.data, frame.index)
         photo_hwc, faces, inputs = await run_in_worker(self._prepare, frame.data)
-        scores = await self.engine.batcher.submit_many(inputs) if inputs else []
+        try:
+            scores = await self.engine.batcher.submit_many(inputs) if inputs else []
+        except BaseException:
+            # The tracker has moved on to this frame and the mattes have not: warped by one frame's motion
+            # they would land off the face, so the next frame starts them afresh.
+            self.smoother.reset()
+            raise
         return await run_in_worker(self._finish, photo_hwc, FaceParsing(scores, faces), frame.index)
+
+    def _unchanged(self, data: bytes, index: int) -> bytes:
+        """Neither part recoloured (the viewer turned both off): the frame as it came, with no parse. Tracking
+        starts afresh when a colour is back, from frames the tracker has seen."""
+        photo_hwc = decode_image(data, self.settings.live_max_frame_pixels)
+        check_answerable(photo_hwc)
+        self.tracker = self._new_tracker()
+        self.smoother.reset()
+        return encode_frame(photo_hwc, index)
 
     def _prepare(self, data: bytes) -> tuple[np.ndarray, list[Face] | None, list[np.ndarray]]:
         """Decode; the faces and their crops at the model's input size (``faces=whole``: the frame, resized)."""

@@ -15,6 +15,7 @@ Validators, all offline:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import json
@@ -24,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -866,3 +868,41 @@ def test_nginx_accepts_the_proxy_template(tmp_path):
         run = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")],
                              capture_output=True, text=True, timeout=30)
         assert (run.returncode == 0) == valid, run.stdout + run.stderr
+
+
+def test_the_proxy_passes_requests_and_the_live_websocket(tiny_model_dir, tmp_path):
+    """nginx with the template in front of a real service: REST answers, and the live stream's upgrade gets
+    through (the REST location clears Connection, which turned it into a 404)."""
+    import httpx
+    from websockets.sync.client import connect
+
+    from benchmarks.servers import free_port
+    from tests.live_server import live_server
+
+    nginx = tool("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not nginx:
+        pytest.skip("nginx not installed (bash scripts/install_test_tools.sh)")
+    with live_server(tiny_model_dir, tmp_path / "service.log", device="cpu", torch_threads=1) as (_, port):
+        proxy_port = free_port()
+        site = tmp_path / "site.conf"
+        site.write_text(PROXY_TEMPLATE.read_text().replace("${FACEPARSE_UPSTREAM}", f"127.0.0.1:{port}")
+                        .replace(f"listen {PROXY_PORT};", f"listen 127.0.0.1:{proxy_port};"))
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(f"daemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+                        f"http {{ access_log off; client_body_temp_path {tmp_path}/body; "
+                        f"proxy_temp_path {tmp_path}/proxy; include {site}; }}\n")
+        proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")])
+        try:
+            base = f"http://127.0.0.1:{proxy_port}"
+            for _ in range(100):  # nginx is up within a second or two
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.1)
+            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            with connect(f"ws://127.0.0.1:{proxy_port}/recolor/live", open_timeout=10) as ws:
+                ws.send(json.dumps({"lip_color": "#b0204a", "faces": "whole"}))
+                assert json.loads(ws.recv(timeout=10))["type"] == "settings"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

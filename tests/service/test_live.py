@@ -112,7 +112,7 @@ def test_settings_can_change_mid_stream(api):
 
 
 @pytest.mark.parametrize("settings,where", [
-    ({"lip_color": "red"}, "lip_color"), ({}, "lip_color and/or hair_color"),
+    ({"lip_color": "red"}, "lip_color"),
     ({"lip_color": "#ff0000", "lip_finish": "sparkle"}, "lip_finish"),
     ({"lip_color": "#ff0000", "lip_intensity": 3}, "lip_intensity"), ({"lip_color": "#ff0000", "zoom": 2}, "zoom"),
 ])
@@ -268,6 +268,53 @@ def test_viewers_share_forward_passes(make_client, oracle_parser):
             for ws in viewers:
                 receive_until(ws, "frame")
     assert max(slow.sizes[warm_up:]) >= 2, slow.sizes  # frames of several viewers shared one forward pass
+
+
+def test_with_both_parts_off_frames_come_back_unchanged_and_unparsed(make_client, oracle_parser):
+    """A viewer who turns both colours off sees the camera as it is; turning one on recolours again."""
+    counting = parser_like(oracle_parser, SlowOracle, sizes=[], delay_s=0.0)
+    client = make_client(parser=counting)
+    img, truth = draw_face(160, seed=4)
+    lips = cv2.erode(((truth == 11) | (truth == 12)).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    with client.websocket_connect("/recolor/live") as ws:
+        ws.send_text(json.dumps({"faces": "whole"}))
+        assert receive_until(ws, "settings")["settings"]["lip_color"] is None
+        passes = len(counting.sizes)
+        ws.send_bytes(jpeg(img))
+        out, comment = decode(receive_until(ws, "frame"))
+        assert comment == "frame=0" and len(counting.sizes) == passes  # no forward pass
+        assert out.shape == img.shape and abs(out[lips][:, 2].mean() - img[lips][:, 2].mean()) < 8  # lips not blue
+        ws.send_text(json.dumps(WHOLE))
+        receive_until(ws, "settings")
+        ws.send_bytes(jpeg(img))
+        decode(receive_until(ws, "frame"))
+        assert len(counting.sizes) == passes + 1
+
+
+async def test_a_frame_the_batcher_refused_starts_the_mattes_afresh(oracle_parser, make_client, monkeypatch):
+    """The tracker has seen the refused frame, the smoother has not: its mattes, warped by one frame's motion
+    on the next frame, would land off the face."""
+    from service.batcher import QueueFullError
+    from service.live import LiveOptions, LiveStream
+
+    state = make_client(parser=oracle_parser).app.state
+    engine = state.engine
+    stream = LiveStream(engine, state.settings, LiveOptions(**WHOLE))
+    frame = Frame(jpeg(draw_face(96, seed=2)[0]), 0, 0.0)
+
+    async def parse_here(inputs):  # the batcher runs on the test client's own loop, not on this test's
+        return engine.parser.score_images(inputs, False, ())
+
+    async def refuse(inputs):
+        raise QueueFullError("full")
+
+    monkeypatch.setattr(engine.batcher, "submit_many", parse_here)
+    await stream.process(frame)
+    assert stream.smoother._state  # mattes kept for the next frame
+    monkeypatch.setattr(engine.batcher, "submit_many", refuse)
+    with pytest.raises(QueueFullError):
+        await stream.process(frame)
+    assert not stream.smoother._state
 
 
 async def test_latest_frame_keeps_only_the_newest():
