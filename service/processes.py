@@ -10,7 +10,8 @@ keep-alive). Prometheus metrics are summed over the processes through ``promethe
 mode (:meth:`service.metrics.Metrics.exposition`).
 
 The supervisor restarts a process that dies, forwards SIGTERM and SIGINT as SIGTERM (uvicorn then drains
-what is in flight; a second SIGINT would cut it short) and waits for them to finish.
+what is in flight; a second SIGINT would cut it short) and waits for them to finish. A supervisor killed
+with SIGKILL takes its processes with it, on Linux (:func:`stop_with_parent`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -63,11 +65,26 @@ def check_port_free(host: str, port: int) -> None:
             raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
-def stop_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies (a supervisor killed with SIGKILL must not
-    leave processes holding the port). Elsewhere: nothing."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def stop_with_parent(parent_pid: int) -> None:
+    """Ask Linux to send this process SIGTERM when its parent, ``parent_pid``, dies (a supervisor killed with
+    SIGKILL must not leave processes holding the port), and exit now if it has died already: a death before
+    the request sends nothing, and the process would serve on. Elsewhere: nothing."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # adopted by init or a subreaper
+        raise SystemExit(f"the supervisor (pid {parent_pid}) ended before this process started; exiting")
+
+
+def _run_process(target_pickle: bytes, supervisor_pid: int, index: int, count: int) -> None:
+    """A spawned service process: follow the supervisor first, then run ``target(index, count)``. The target
+    travels pickled and is unpickled only here, as unpickling imports its module (uvicorn and FastAPI, half a
+    second): a supervisor killed meanwhile would go unnoticed until then."""
+    stop_with_parent(supervisor_pid)
+    target = pickle.loads(target_pickle)
+    target(index, count)
 
 
 class MetricsDirectory:
@@ -101,6 +118,7 @@ def supervise(count: int, host: str, port: int, target: Callable[[int, int], Non
     ``functools.partial`` of one): spawn sends it to the new interpreter."""
     check_port_free(host, port)
     context = multiprocessing.get_context("spawn")  # no fork: torch and its thread pools do not survive one
+    target_pickle = pickle.dumps(target)
     stopping = False
 
     def stop(signum, frame) -> None:
@@ -110,7 +128,8 @@ def supervise(count: int, host: str, port: int, target: Callable[[int, int], Non
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     with MetricsDirectory() as metrics:
         def start(index: int) -> multiprocessing.process.BaseProcess:
-            process = context.Process(target=target, args=(index, count), name=f"faceparse-{index}")
+            process = context.Process(target=_run_process, args=(target_pickle, os.getpid(), index, count),
+                                      name=f"faceparse-{index}")
             process.start()
             return process
 

@@ -15,7 +15,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from service.connections import ConnectionGuard, bounded_ws_protocol, guarded_protocol
-from service.processes import reuse_port_socket, stop_with_parent, supervise
+from service.processes import reuse_port_socket, supervise
 from service.settings import Settings, get_settings
 
 
@@ -37,10 +37,10 @@ def serve(settings: Settings, host: str, port: int, sock: socket.socket | None =
 
 
 def serve_process(host: str, port: int, index: int, count: int) -> None:
-    """One of ``count`` service processes (spawned by :func:`service.processes.supervise`)."""
+    """One of ``count`` service processes (spawned by :func:`service.processes.supervise`, which has made it
+    follow the supervisor)."""
     from service.threads import DEFAULT_THREADS
 
-    stop_with_parent()
     settings = get_settings()
     # the cores are shared out: each process's forward passes get their part, not all of them
     settings = settings.model_copy(update={"torch_threads": settings.torch_threads or max(1, DEFAULT_THREADS // count)})

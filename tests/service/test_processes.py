@@ -2,7 +2,7 @@
 
 What a real server shows: each process listens on the port itself, connections are spread over them, one
 scrape reports every process's counts, a process that dies is started again, the supervisor loads no
-model, and SIGTERM stops them all.
+model, SIGTERM stops them all, and a supervisor killed with SIGKILL, even while they start, leaves none.
 """
 
 from __future__ import annotations
@@ -47,6 +47,14 @@ def service_processes(supervisor: int) -> set[int]:
     return found
 
 
+def running_pid(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def parse_requests_by_process(metrics_dir: Path) -> dict[int, float]:
     """Each process's own count of answered ``/parse`` requests, read from its multiprocess file."""
     from prometheus_client.mmap_dict import MmapedDict
@@ -88,6 +96,54 @@ def test_the_metrics_folder_is_emptied_first_and_a_temporary_one_removed(tmp_pat
         temporary = metrics.path
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(temporary)
     assert not temporary.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def follow(parent_pid: int) -> subprocess.CompletedProcess:
+    """``stop_with_parent(parent_pid)`` in a new interpreter, whose parent is this one."""
+    code = f"from service.processes import stop_with_parent; stop_with_parent({parent_pid}); print('following')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_process_whose_supervisor_already_died_exits_at_once():
+    """A supervisor that dies before its process asks for the death signal sends none: the process sees
+    that its parent is no longer the supervisor that started it, and exits instead of serving on."""
+    assert follow(os.getpid()).stdout.strip() == "following"  # its parent: it goes on
+    gone = follow(os.getppid())  # its grandparent: as if its parent had died and left it to another
+    assert gone.returncode != 0 and "following" not in gone.stdout
+    assert f"supervisor (pid {os.getppid()}) ended" in gone.stderr, gone.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_processes_end_when_the_supervisor_is_killed_as_they_start(tiny_model_dir, tmp_path):
+    """SIGKILL to the supervisor the moment its processes exist, while they are still importing: none of
+    them may go on holding the port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPARSE_")}
+    env.update(FACEPARSE_MODEL_DIR=tiny_model_dir, FACEPARSE_DEVICE="cpu", FACEPARSE_PROCESSES=str(PROCESSES),
+               FACEPARSE_LOG_LEVEL="warning", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (tmp_path / "server.log").open("wb") as log:
+        supervisor = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT)
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(children) < PROCESSES and time.monotonic() < deadline and supervisor.poll() is None:
+            children = service_processes(supervisor.pid)
+            time.sleep(0.005)
+        assert len(children) == PROCESSES, (tmp_path / "server.log").read_text()[-2000:]
+        supervisor.kill()
+        supervisor.wait(10)
+        wait_for(lambda: not any(running_pid(pid) for pid in children), timeout_s=20)
+        assert listeners(port) == 0
+    finally:
+        supervisor.kill()
+        for pid in children:
+            if running_pid(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
