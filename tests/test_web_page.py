@@ -315,3 +315,37 @@ def test_narrow_window_has_no_horizontal_scroll(page, tmp_path):
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     _screenshot(page, "04-narrow")
     assert overflow <= 0, f"page is {overflow}px wider than a 360px window"
+
+
+def test_live_mode_sends_no_photo_recolour(page, tmp_path):
+    """The controls are shared with Live mode; there they must not recolour the photo out of sight."""
+    photo = _face_png(tmp_path / "face.png")
+    page.set_input_files("#file-input", str(photo))
+    assert _wait_state(page, "ready", "error") == "ready", page.inner_text("#error")
+    recolours = "window.__sent.filter(s => s.url.endsWith('recolor')).length"
+    before = page.evaluate(recolours)
+
+    page.check("#mode-live")
+    page.click('#lip-controls .swatch[data-color="#8e2453"]')
+    page.evaluate("""() => {
+        const intensity = document.querySelector('#lip-intensity');
+        intensity.value = '0.9';
+        intensity.dispatchEvent(new Event('input', { bubbles: true }));
+    }""")
+    page.select_option("#lip-finish", "gloss")
+    page.wait_for_timeout(1000)  # well past the page's recolour debounce
+    assert page.evaluate(recolours) == before, page.evaluate("window.__sent")
+
+    # Back in Photo mode, the photo is recoloured once, with what was chosen meanwhile.
+    page.check("#mode-photo")
+    page.wait_for_function(f"{recolours} > {before}")
+    assert _wait_state(page, "ready", "error") == "ready", page.inner_text("#error")
+    fields = _last_recolor_fields(page)
+    assert (fields["lip_color"], fields["lip_intensity"], fields["lip_finish"]) == ("#8e2453", "0.90", "gloss")
+
+    # Nothing changed this time: no request at all.
+    page.check("#mode-live")
+    page.check("#mode-photo")
+    page.wait_for_timeout(1000)
+    assert page.evaluate(recolours) == before + 1, page.evaluate("window.__sent")
+    assert not page.console_errors, page.console_errors  # type: ignore[attr-defined]

@@ -49,7 +49,7 @@ def green_pixels(rgb_hwc: np.ndarray) -> int:
 
 
 @pytest.fixture(scope="module")
-def camera_page(chromium_path, server_url, tmp_path_factory):  # noqa: F811
+def camera_context(chromium_path, tmp_path_factory):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     video = write_y4m(tmp_path_factory.mktemp("camera") / "astronaut.y4m", astronaut_frames(45, SIZE))
@@ -60,14 +60,21 @@ def camera_page(chromium_path, server_url, tmp_path_factory):  # noqa: F811
             str(tmp_path_factory.mktemp("chromium_profile")), executable_path=str(chromium_path), headless=True,
             args=args, viewport={"width": 1280, "height": 1000})
         try:
-            page = context.new_page()
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            page.console_errors = []  # type: ignore[attr-defined]
-            page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))  # type: ignore[attr-defined]
-            page.goto(server_url + "/")
-            yield page
+            yield context
         finally:
             context.close()
+
+
+@pytest.fixture
+def camera_page(camera_context, server_url):  # noqa: F811
+    """A fresh page per test: each one starts with the camera off and nothing wrapped."""
+    page = camera_context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.console_errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))  # type: ignore[attr-defined]
+    page.goto(server_url + "/")
+    yield page
+    page.close()
 
 
 def pixels(page, selector: str) -> np.ndarray:
@@ -122,4 +129,100 @@ def test_live_mode_shows_the_camera_recoloured(camera_page):
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     _screenshot(page, "06-live-narrow")
     assert overflow <= 0, f"the live view is {overflow}px wider than a 360px window"
+    assert not page.console_errors, page.console_errors  # type: ignore[attr-defined]
+
+
+# JS: holds getUserMedia back until window.__openCamera() is called (a camera that takes its time to
+# open, or a permission prompt not yet answered), keeps the tracks it hands out in window.__tracks and
+# counts the WebSockets the page opens in window.__sockets.
+_JS_SLOW_CAMERA = """
+() => {
+  window.__tracks = [];
+  window.__sockets = 0;
+  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  const opened = new Promise(resolve => { window.__openCamera = resolve; });
+  navigator.mediaDevices.getUserMedia = constraints => opened
+    .then(() => getUserMedia(constraints))
+    .then(stream => { window.__tracks.push(...stream.getTracks()); return stream; });
+  const RealWebSocket = window.WebSocket;
+  window.WebSocket = class extends RealWebSocket {
+    constructor(...args) { super(...args); window.__sockets += 1; }
+  };
+}
+"""
+
+
+@pytest.mark.parametrize("cancel", ["stop", "photo mode"])
+def test_cancel_while_the_camera_opens_stops_it(camera_page, cancel):
+    page = camera_page
+    page.check("#mode-live")
+    page.evaluate(_JS_SLOW_CAMERA)
+    page.click("#live-start")
+    assert page.evaluate("document.body.dataset.live") == "starting"
+    if cancel == "stop":
+        page.click("#live-stop")
+    else:
+        page.check("#mode-photo")
+    assert page.evaluate("document.body.dataset.live") == "off"
+
+    page.evaluate("window.__openCamera()")  # the camera opens only now, after the user gave up on it
+    page.wait_for_function("window.__tracks.length > 0")
+    page.wait_for_timeout(1500)  # time enough to play the video and open a socket, were it to
+    got = page.evaluate("""() => ({live: document.body.dataset.live, sockets: window.__sockets,
+        tracks: window.__tracks.map(t => t.readyState), frames: document.body.dataset.liveFrames || null,
+        camera: document.querySelector('#live-camera').srcObject !== null})""")
+    assert got == {"live": "off", "sockets": 0, "tracks": ["ended"] * len(got["tracks"]), "frames": None,
+                   "camera": False}, got
+    assert not page.console_errors, page.console_errors  # type: ignore[attr-defined]
+
+
+# JS: keeps the object URLs the page has not revoked in window.__urls, the most there were at once
+# between two tasks in window.__maxUrls, and the page's WebSockets in window.__sockets.
+_JS_COUNT_URLS = """
+() => {
+  window.__urls = new Set();
+  window.__maxUrls = 0;
+  const create = URL.createObjectURL.bind(URL), revoke = URL.revokeObjectURL.bind(URL);
+  URL.createObjectURL = blob => { const url = create(blob); window.__urls.add(url); return url; };
+  URL.revokeObjectURL = url => { window.__urls.delete(url); revoke(url); };
+  setInterval(() => { window.__maxUrls = Math.max(window.__maxUrls, window.__urls.size); }, 2);
+  window.__sockets = [];
+  const RealWebSocket = window.WebSocket;
+  window.WebSocket = class extends RealWebSocket {
+    constructor(...args) { super(...args); window.__sockets.push(this); }
+  };
+}
+"""
+
+# JS: three answers arriving in one task (two frames in flight come back together), before the
+# <img> has had a chance to load the first.
+_JS_BURST_OF_ANSWERS = """
+async () => {
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = 32;
+  const jpeg = await new Promise(resolve => canvas.toBlob(resolve, "image/jpeg"));
+  const ws = window.__sockets[window.__sockets.length - 1];
+  for (let i = 0; i < 3; i++) ws.dispatchEvent(new MessageEvent("message", { data: jpeg }));
+}
+"""
+
+
+def test_live_frames_leave_no_object_urls_behind(camera_page):
+    page = camera_page
+    page.check("#mode-live")
+    page.evaluate(_JS_COUNT_URLS)
+    page.click("#live-start")
+    frames = "Number(document.body.dataset.liveFrames || 0)"
+    page.wait_for_function(f"{frames} >= 4 || document.body.dataset.live === 'error'")
+    assert page.evaluate("document.body.dataset.live") == "streaming", page.inner_text("#live-status")
+    page.evaluate(_JS_BURST_OF_ANSWERS)
+    shown = page.evaluate(frames)
+    page.wait_for_function(f"{frames} >= {shown + 3}")  # real frames again
+    assert page.evaluate("window.__maxUrls") <= 1, page.evaluate("[...window.__urls]")
+
+    page.click("#live-stop")
+    page.wait_for_function("document.querySelector('#live-img').complete")
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.__urls.size") == 0, page.evaluate("[...window.__urls]")
+    assert page.evaluate("document.querySelector('#live-img').naturalWidth") > 0  # the last frame stays on show
     assert not page.console_errors, page.console_errors  # type: ignore[attr-defined]

@@ -28,6 +28,8 @@
     format: $("format"),
     lipFinish: $("lip-finish"),
     modelInfo: $("model-info"),
+    modePhoto: $("mode-photo"),
+    modeLive: $("mode-live"),
     parts: {
       lip: {
         enabled: $("lip-enabled"), color: $("lip-color"), colorValue: $("lip-color-value"),
@@ -50,7 +52,8 @@
     errors: {},          // channel ("model" | "parse" | "recolor") -> message
     urls: {},            // element id -> object URL shown there (revoked when replaced)
     modelLoaded: false,
-    hasResult: false
+    hasResult: false,
+    staleInLive: false   // the controls changed in Live mode: recolour the photo on the way back
   };
 
   /* ---------- state and messages ---------- */
@@ -330,8 +333,13 @@
     }
   }
 
+  // Live mode shares the controls (live.js streams with them) and hides the photo: recolouring it there
+  // would only cost the server work nobody sees.
+  function inLiveMode() { return el.modeLive.checked; }
+
   function scheduleRecolor() {
     if (!state.file) { render(); return; }
+    if (inLiveMode()) { state.staleInLive = true; return; }
     if (state.debounceTimer !== null) clearTimeout(state.debounceTimer);
     state.debounceTimer = setTimeout(function () {
       state.debounceTimer = null;
@@ -491,6 +499,20 @@
       });
     }
     syncPart(part);
+  });
+
+  el.modeLive.addEventListener("change", function () {
+    // a recolour still waiting for the user to stop moving a control waits for Photo mode
+    if (state.debounceTimer === null) return;
+    clearTimeout(state.debounceTimer);
+    state.debounceTimer = null;
+    state.staleInLive = true;
+    render();
+  });
+  el.modePhoto.addEventListener("change", function () {
+    if (!state.staleInLive) return;
+    state.staleInLive = false;
+    scheduleRecolor();
   });
 
   el.format.addEventListener("change", scheduleRecolor);

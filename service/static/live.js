@@ -22,7 +22,8 @@
   };
   var live = {
     ws: null, stream: null, sentAt: [], answeredAt: [], latencyMs: null, dropped: 0, shown: 0,
-    capturing: false, timer: null, settingsTimer: null, url: null, canvas: document.createElement("canvas")
+    capturing: false, timer: null, settingsTimer: null, url: null, canvas: document.createElement("canvas"),
+    generation: 0  // bumped by every start and stop; a start that finds it changed after an await gives up
   };
 
   function setLive(state, message) {
@@ -59,18 +60,28 @@
       setLive("error", "This browser gives no camera to this page (a camera needs https or localhost).");
       return;
     }
+    var gen = ++live.generation;
     setLive("starting", "Opening the camera…");
+    // Stop or Photo mode may come while the camera opens (a permission prompt can take minutes).
     navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false })
       .then(function (stream) {
+        if (gen !== live.generation) { stopTracks(stream); return; }
         live.stream = stream;
         el.video.srcObject = stream;
         return el.video.play();
       })
-      .then(openSocket)
+      .then(function () {
+        if (gen === live.generation) openSocket();
+      })
       .catch(function (e) {
+        if (gen !== live.generation) return;
         stop();
         setLive("error", "The camera could not be opened: " + (e && e.message ? e.message : e));
       });
+  }
+
+  function stopTracks(stream) {
+    stream.getTracks().forEach(function (t) { t.stop(); });
   }
 
   function openSocket() {
@@ -79,6 +90,7 @@
     live.ws = ws;
     live.sentAt = [];
     ws.onopen = function () {
+      if (live.ws !== ws) return;
       sendSettings();
       setLive("streaming", "Live: the camera picture goes to the server and comes back recoloured.");
       live.timer = setInterval(pump, 15);
@@ -120,12 +132,15 @@
   }
 
   function onMessage(ev) {
+    if (ev.target !== live.ws) return;
     if (typeof ev.data !== "string") {
       answered();
       var old = live.url;
       live.url = URL.createObjectURL(ev.data);
-      el.out.onload = function () { if (old) URL.revokeObjectURL(old); };
       el.out.src = live.url;
+      // The <img> keeps showing the older picture it decoded until the new one is ready, and an older
+      // one still loading is abandoned: the old URL is no longer needed.
+      if (old) URL.revokeObjectURL(old);
       el.out.hidden = false;
       var placeholder = el.section.querySelector('.placeholder[data-for="live-img"]');
       if (placeholder) placeholder.hidden = true;
@@ -144,15 +159,26 @@
   }
 
   function stop() {
+    live.generation += 1;
     clearInterval(live.timer);
     live.timer = null;
     var ws = live.ws;
     live.ws = null;
     if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
-    if (live.stream) live.stream.getTracks().forEach(function (t) { t.stop(); });
+    if (live.stream) stopTracks(live.stream);
     live.stream = null;
     el.video.srcObject = null;
+    releaseShownUrl();
     if (document.body.dataset.live !== "error") setLive("off", "Live stopped.");
+  }
+
+  // The last frame stays on show; its URL goes once the <img> has it (revoked before, it would not load).
+  function releaseShownUrl() {
+    var url = live.url;
+    live.url = null;
+    if (!url) return;
+    var done = function () { URL.revokeObjectURL(url); };
+    if (el.out.complete) done(); else el.out.decode().then(done, done);
   }
 
   function setMode() {
@@ -161,7 +187,7 @@
     el.section.hidden = !isLive;
     var photoOnly = document.querySelectorAll("[data-photo-only]");
     for (var i = 0; i < photoOnly.length; i++) photoOnly[i].hidden = isLive;
-    if (!isLive && live.ws) stop();
+    if (!isLive && document.body.dataset.live !== "off") stop();
   }
 
   el.modePhoto.addEventListener("change", setMode);
