@@ -16,6 +16,9 @@ from model_training.augment import AugmentConfig, augment_pair
 from model_training.metrics import IGNORE_INDEX
 
 RARE_CLASSES = ("eye_g", "hat", "ear_r", "neck_l")  # the accessories: oversampled, and what CopyPaste pastes
+# beyond a smaller mask in an evaluation batch: the Trainer's own padding value, never a class id (0..254) nor
+# the ignore index (255), which masks hold inside themselves
+PAD_INDEX = -100
 
 
 def split_indices(n: int, val_count: int, seed: int, test_count: int = 0) -> tuple[list[int], list[int], list[int]]:
@@ -94,19 +97,35 @@ class TrainingSubset(Dataset):
 
 @dataclass
 class EvalSubset(Dataset):
-    """Un-augmented samples; the labels keep the dataset's own resolution (512 for CelebAMask-HQ)."""
+    """Un-augmented samples; the labels keep the dataset's own resolution (512 for CelebAMask-HQ).
+
+    Masks of several sizes (LaPa, mixed folders) are padded with :data:`PAD_INDEX` to the largest of the
+    subset, ``label_size``: the Trainer stacks a batch, concatenates the batches (padding only their second
+    dimension) and gathers them across ranks, all of which need one size."""
 
     base: Dataset
     indices: Sequence[int]
     preprocess: PreprocessConfig
+
+    def __post_init__(self):
+        sizes = [self.base.read_mask(i).shape for i in tqdm(self.indices, desc="mask sizes", leave=False)]
+        self.label_size = (max(h for h, _ in sizes), max(w for _, w in sizes))
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
         image, mask = self.base[self.indices[i]]
+        labels_hw = torch.full(self.label_size, PAD_INDEX, dtype=torch.int64)
+        labels_hw[: mask.shape[0], : mask.shape[1]] = torch.from_numpy(mask.astype(np.int64))
         return {"pixel_values": to_pixel_values([resize_rgb(image, self.preprocess.size)], self.preprocess)[0],
-                "labels_hw": torch.from_numpy(mask.astype(np.int64))}
+                "labels_hw": labels_hw}
+
+
+def label_sizes(labels_bhw: torch.Tensor) -> list[tuple[int, int]]:
+    """Each label map's own ``(H, W)`` in a batch padded by :class:`EvalSubset` (bottom and right)."""
+    valid = labels_bhw != PAD_INDEX
+    return [(int(v.any(dim=1).sum()), int(v.any(dim=0).sum())) for v in valid]
 
 
 def collate(samples: list[dict]) -> dict:

@@ -119,7 +119,9 @@ def paste_face(canvas: Canvas, image_hwc: np.ndarray, mask_hw: np.ndarray, squar
     x0, y0, x1, y1 = square
     side = x1 - x0
     face = cv2.resize(image_hwc, (side, side), interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(mask_hw, (side, side), interpolation=cv2.INTER_NEAREST)
+    # pixel centres, as INTER_AREA averages the photo over them (INTER_NEAREST samples from the corner: the
+    # truth drifted up to a pixel right and down of the face it labels)
+    mask = cv2.resize(mask_hw, (side, side), interpolation=cv2.INTER_NEAREST_EXACT)
     shown = np.ones((side, side), np.uint8)
     if turn_deg:
         turn = cv2.getRotationMatrix2D((side / 2 - 0.5, side / 2 - 0.5), turn_deg, 1.0)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
     AutoModelForUniversalSegmentation,
@@ -41,6 +42,7 @@ from face_parser.postprocess import label_map, semantic_scores
 from face_parser.preprocess import PreprocessConfig
 from model_training.augment import AugmentConfig
 from model_training.data import (
+    PAD_INDEX,
     RARE_CLASSES,
     CopyPaste,
     EvalSubset,
@@ -49,14 +51,15 @@ from model_training.data import (
     class_statistics,
     collate,
     holding,
+    label_sizes,
     oversample,
 )
 from model_training.datasets.base import DatasetError
 from model_training.datasets.loaders import OFFICIAL_SPLITS, open_dataset
 from model_training.datasets.lr_convention import fix_conventions
 from model_training.ema import WeightEma, ema_folder
-from model_training.losses import fixed_assignment_loss, hungarian_targets, semantic_ce
-from model_training.metrics import ConfusionMatrix
+from model_training.losses import fixed_assignment_loss, hungarian_loss, semantic_ce
+from model_training.metrics import IGNORE_INDEX, ConfusionMatrix
 
 
 @dataclass
@@ -95,7 +98,8 @@ class ModelArguments:
         "help": "ResNet blocks per stage, e.g. 3,4,6,3: the started model's stages get identity-initialised "
                 "blocks at their ends, so training starts from its quality with more depth to learn"})
     num_queries: int | None = field(default=None, metadata={"help": "queries (default: classes for small)"})
-    matching: str = field(default="fixed", metadata={"help": "fixed (query k = class k) | hungarian (stock loss)"})
+    matching: str = field(default="fixed", metadata={"help": "fixed (query k = class k) | hungarian (stock loss)",
+                                                     "choices": ["fixed", "hungarian"]})
     class_weight_power: float = field(default=0.5, metadata={"help": "0 = no class balancing"})
     semantic_dice_weight: float = field(default=0.0, metadata={
         "help": "fixed matching: weight of a soft Dice loss on the per-pixel class probabilities"})
@@ -111,20 +115,45 @@ class ModelArguments:
                                         "a cosine schedule then anneals over this time, not over the epochs"})
 
 
+def rank_zero_clock(args: TrainingArguments) -> float | None:
+    """Rank 0's ``time.time()`` on every rank under torch.distributed (a collective: every rank calls it at
+    the same point), None in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    now = torch.tensor([time.time()], dtype=torch.float64, device=args.device)  # float32: 2-minute steps
+    dist.broadcast(now, src=0)
+    return float(now.item())
+
+
 class TimeBudget(TrainerCallback):
     """Ends training cleanly (evaluate, save) once the wall-clock budget is spent, so that a run
     on a lent machine with a hard time limit always leaves a checkpoint behind.
 
     With a cosine schedule the learning rate follows the budget's clock, not the step count: nobody
     knows ahead how many steps an unfamiliar machine makes in its minutes, and a cosine cut off
-    half-way never anneals. A resumed run anneals again over its own new budget."""
+    half-way never anneals. A resumed run anneals again over its own new budget.
+
+    Under torchrun every rank reads rank 0's clock (:meth:`now`): with clocks of their own, started when
+    each had read its data, one rank stopped to evaluate and save while another took a step, and both
+    waited on each other for ever; their learning rates differed too."""
 
     def __init__(self, minutes: float):
         self.seconds = 60 * minutes
+        self.shared_now: float | None = None  # rank 0's clock at the last step, under torch.distributed
         self.deadline = time.time() + self.seconds
 
+    def now(self) -> float:
+        """Rank 0's time as of the last step under torch.distributed (one stop step, one learning rate for
+        all ranks), this process's own otherwise."""
+        return time.time() if self.shared_now is None else self.shared_now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.shared_now = rank_zero_clock(args)
+        self.deadline = self.now() + self.seconds
+
     def on_step_end(self, args, state, control, **kwargs):
-        if time.time() > self.deadline:
+        self.shared_now = rank_zero_clock(args)
+        if self.now() > self.deadline:
             control.should_training_stop = control.should_evaluate = control.should_save = True
 
     def cosine(self, optimizer: torch.optim.Optimizer, warmup_steps: int) -> BudgetCosine:
@@ -134,7 +163,7 @@ class TimeBudget(TrainerCallback):
     def factor(self, steps: int, warmup_steps: int) -> float:
         """The learning rate's multiplier after ``steps`` steps of this run."""
         warm = min(1.0, (steps + 1) / warmup_steps) if warmup_steps else 1.0
-        spent = min(1.0, 1 - (self.deadline - time.time()) / self.seconds)
+        spent = min(1.0, 1 - (self.deadline - self.now()) / self.seconds)
         return warm * 0.5 * (1 + math.cos(math.pi * spent))
 
 
@@ -214,33 +243,56 @@ class ParserTrainer(Trainer):
         return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The parser's loss. An evaluation batch padded to one size (masks of several sizes, see
+        :class:`EvalSubset`) is scored a photo at a time, each against its own mask: scored whole, a smaller
+        photo's prediction would be stretched over its padding."""
         labels = inputs["labels_hw"]
+        if not model.training and (labels == PAD_INDEX).any():
+            parts = [self.loss_and_outputs(model, pixels[None], labels_hw[None, :h, :w])
+                     for pixels, labels_hw, (h, w) in zip(inputs["pixel_values"], labels, label_sizes(labels),
+                                                          strict=True)]
+            loss = torch.stack([part_loss for part_loss, _ in parts]).mean()
+            outputs = {key: torch.cat([part[key] for _, part in parts]) for key in parts[0][1]}
+        else:
+            loss, outputs = self.loss_and_outputs(model, inputs["pixel_values"], labels)
+        return (loss, outputs) if return_outputs else loss
+
+    def loss_and_outputs(self, model, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``(loss, outputs)`` of one batch; ``self.model`` for its config: ``model`` may be a DDP wrapper."""
         weights = self.class_weights.to(labels.device) if self.class_weights is not None else None
         if self.matching == "hungarian":
-            mask_labels, class_labels = hungarian_targets(labels, model.config.num_labels)
-            out = model(pixel_values=inputs["pixel_values"], mask_labels=mask_labels, class_labels=class_labels)
-            loss = out.loss + semantic_ce(out.class_queries_logits, out.masks_queries_logits, labels, weights)
+            # the stock loss with ignore pixels left out (losses.hungarian_loss); every decoder layer supervised
+            out = model(pixel_values=pixel_values, output_auxiliary_logits=True)
+            loss = hungarian_loss(self.model, out, labels) + semantic_ce(
+                out.class_queries_logits, out.masks_queries_logits, labels, weights)
         else:
-            # every decoder layer's prediction is supervised (self.model: ``model`` may be a DDP wrapper)
+            # every decoder layer's prediction is supervised
             deep = self.model.config.model_type == "mask2former"
-            out = model(pixel_values=inputs["pixel_values"], **({"output_auxiliary_logits": True} if deep else {}))
+            out = model(pixel_values=pixel_values, **({"output_auxiliary_logits": True} if deep else {}))
             predictions = [(out.class_queries_logits, out.masks_queries_logits)]
             predictions += [(a["class_queries_logits"], a["masks_queries_logits"]) for a in out.auxiliary_logits or []]
             loss = sum(fixed_assignment_loss(c, m, labels, weights, **self.loss_weights) for c, m in predictions)
         outputs = {"class_queries_logits": out.class_queries_logits, "masks_queries_logits": out.masks_queries_logits}
-        return (loss, outputs) if return_outputs else loss
+        return loss, outputs
 
 
 def label_maps_for_metrics(logits, labels):
-    """Keep only the predicted label map at the label size (saves memory during evaluation)."""
+    """Keep only the predicted label maps (saves memory during evaluation), each at its own mask's size and
+    padded as the masks are (:class:`EvalSubset`)."""
     class_logits, mask_logits = logits
-    return label_map(semantic_scores(class_logits, mask_logits), size=tuple(labels.shape[-2:]))
+    scores = semantic_scores(class_logits, mask_logits)
+    maps = torch.full(labels.shape, IGNORE_INDEX, dtype=torch.uint8, device=labels.device)
+    for i, (h, w) in enumerate(label_sizes(labels)):
+        maps[i, :h, :w] = label_map(scores[i : i + 1], size=(h, w))[0]
+    return maps
 
 
 def metrics_fn(names):
     def compute(eval_pred) -> dict:
         cm = ConfusionMatrix(len(names))
-        cm.update(np.asarray(eval_pred.label_ids), np.asarray(eval_pred.predictions))
+        labels, predicted = np.asarray(eval_pred.label_ids), np.asarray(eval_pred.predictions)
+        kept = labels != PAD_INDEX
+        cm.update(labels[kept], predicted[kept])
         s = cm.scores(names)
         out = {"mean_f1_foreground": s["mean_f1_foreground"], "mean_iou": s["mean_iou"],
                "never_predicted": len(s["classes_never_predicted"])}
@@ -316,6 +368,34 @@ def build_datasets(data_args: DataArguments, preprocess: PreprocessConfig):
     return train, val, freq, record
 
 
+def local_path(value: str) -> bool:
+    """Whether a model argument names a folder rather than a hub id (``owner/name``): it exists, is written as
+    a path (absolute, ``./``, ``~``, more than two parts), or starts in a folder that is here (``runs/x``)."""
+    path = Path(value)
+    return (path.exists() or path.is_absolute() or value.startswith((".", "~")) or len(path.parts) > 2
+            or (len(path.parts) == 2 and Path(path.parts[0]).is_dir()))
+
+
+def check_model_folders(model_args: ModelArguments, train_args: TrainingArguments) -> None:
+    """Refuse a missing folder before any data is read, naming its argument: loading it asked the Hugging Face
+    hub for it as a model id (23 s of retries offline) and stopped with a hub error about something else."""
+    init_from = model_args.init_from if model_args.init_from and local_path(model_args.init_from) else None
+    resume = train_args.resume_from_checkpoint
+    for argument, value in (("--init_from", init_from), ("--resume_from_checkpoint", resume)):
+        if value and not Path(value).is_dir():
+            sys.exit(f"{argument} {value}: no such folder")
+
+
+def start_model(model_args: ModelArguments, labels) -> PreTrainedModel:
+    """The model training starts from: ``--init_from`` (a folder, or a hub id with a network) or the preset."""
+    if not model_args.init_from:
+        return build_model(model_args.preset, labels, model_args.num_queries)
+    try:
+        return init_from_pretrained(model_args.init_from, labels)
+    except (OSError, ValueError) as exc:  # a folder that holds no model, a hub id while offline
+        sys.exit(f"--init_from {model_args.init_from}: {exc}")
+
+
 def resume_checkpoint(train_args: TrainingArguments, out_dir: Path) -> str | bool | None:
     """``--resume_from_checkpoint PATH`` wins; otherwise the last checkpoint in ``--output_dir``, so
     that re-running the same command continues where the last run stopped (another day, another
@@ -330,14 +410,14 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = parser.parse_args_into_dataclasses(args=argv)
     train_args.remove_unused_columns = False
     train_args.label_names = ["labels_hw"]
+    check_model_folders(model_args, train_args)
     preprocess = PreprocessConfig(size=data_args.image_size)
     try:
         train_ds, val_ds, freq, split_record = build_datasets(data_args, preprocess)
     except DatasetError as exc:
         sys.exit(f"dataset error: {exc}")
     labels = train_ds.base.labels
-    model = (init_from_pretrained(model_args.init_from, labels) if model_args.init_from
-             else build_model(model_args.preset, labels, model_args.num_queries))
+    model = start_model(model_args, labels)
     if model_args.init_backbone_from:
         try:
             init_backbone(model, model_args.init_backbone_from)

@@ -1,4 +1,5 @@
-"""model_training.data: class statistics and the copy-paste augmentation of rare accessories."""
+"""model_training.data: class statistics, the copy-paste augmentation of rare accessories, and evaluation
+batches of masks of several sizes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from PIL import Image
 from face_parser.labels import CELEBAMASK_HQ_SCHEME
 from face_parser.preprocess import PreprocessConfig
 from model_training import train
-from model_training.data import RARE_CLASSES, CopyPaste, class_statistics, holding
+from model_training.data import (
+    PAD_INDEX,
+    RARE_CLASSES,
+    CopyPaste,
+    EvalSubset,
+    class_statistics,
+    collate,
+    holding,
+    label_sizes,
+)
 from model_training.datasets.folders import FolderDataset
 
 NECKLACE = CELEBAMASK_HQ_SCHEME.names.index("neck_l")
@@ -102,3 +112,15 @@ def test_training_pastes_only_from_its_own_split(tmp_path):
     no_paste, *_ = train.build_datasets(train.DataArguments(data_dir=str(tmp_path), val_count=3, test_count=3,
                                                             image_size=32), PreprocessConfig(size=32))
     assert no_paste.paste is None
+
+
+def test_evaluation_labels_are_padded_to_the_largest_mask_and_keep_their_own_pixels(tmp_path):
+    """Masks of several sizes batch together (and concatenate across batches and ranks) at one size."""
+    small, large = plain((10, 20, 30), size=80), plain((10, 20, 30), size=96, class_id=NECKLACE)
+    base = write_pairs(tmp_path, [small, large, small])
+    subset = EvalSubset(base, [0, 1, 2], PreprocessConfig(size=64))
+    batch = collate([subset[0], subset[1]])
+    assert batch["pixel_values"].shape == (2, 3, 64, 64) and batch["labels_hw"].shape == (2, 96, 96)
+    assert (batch["labels_hw"][0, :80, :80] == SKIN).all() and (batch["labels_hw"][0, 80:] == PAD_INDEX).all()
+    assert (batch["labels_hw"][0, :, 80:] == PAD_INDEX).all() and (batch["labels_hw"][1] == NECKLACE).all()
+    assert label_sizes(batch["labels_hw"]) == [(80, 80), (96, 96)]

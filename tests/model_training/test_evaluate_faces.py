@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from face_parser.faces import Crop, Face
-from model_training.evaluate_faces import Canvas, common_faces_f1
+from model_training.evaluate_faces import Canvas, common_faces_f1, paste_face
 
 NAMES = ["background", "skin", "hair"]
 
@@ -30,3 +31,18 @@ def test_only_faces_every_pipeline_finds_are_compared():
     answers["more"][0][0][20:30, 20:30] = 0  # now "more" also misses part of face A
     f1 = common_faces_f1([canvas], answers, NAMES)
     assert f1["fewer"] == 1.0 and f1["more"] < 1.0
+
+
+@pytest.mark.parametrize("first", [200, 203, 207, 230])
+def test_a_pasted_mask_stays_on_its_photo(first):
+    """Shrunk together (512 -> 150 px), a stripe of the photo and of its mask keep one centre (within 0.5 px):
+    the mask is sampled at pixel centres as the photo is averaged over them."""
+    mask = np.zeros((512, 512), np.uint8)
+    mask[:, first:first + 16] = 1
+    photo = np.repeat(mask[..., None] * 255, 3, axis=2)
+    canvas = Canvas(np.zeros((150, 150, 3), np.uint8), np.zeros((150, 150), np.uint8), [], "plain")
+    paste_face(canvas, photo, mask, (0, 0, 150, 150), whole=True)
+    columns = np.arange(150)
+    photo_centre = canvas.image_hwc[..., 0].astype(float).sum(0) @ columns / canvas.image_hwc[..., 0].sum()
+    mask_centre = canvas.truth_hw.astype(float).sum(0) @ columns / canvas.truth_hw.sum()
+    assert abs(mask_centre - photo_centre) <= 0.5
