@@ -98,4 +98,6 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """Last line: a JSON 500 with the request id, never a bare traceback to the client."""
     request_id = getattr(request.state, "request_id", "-")
-    return error_response(500, "internal_error", f"unexpected server error (request id {request_id})")
+    # this handler answers outside RequestContextMiddleware, which adds the header to every other answer
+    return error_response(500, "internal_error", f"unexpected server error (request id {request_id})",
+                          {"X-Request-ID": request_id})

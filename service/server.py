@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from functools import partial
 
@@ -15,7 +16,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from service.connections import ConnectionGuard, bounded_ws_protocol, guarded_protocol
-from service.processes import reuse_port_socket, supervise
+from service.processes import MULTIPROC_ENV, MetricsDirectory, reuse_port_socket, supervise
 from service.settings import Settings, get_settings
 
 
@@ -57,6 +58,9 @@ def run(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, in one process or under :func:`service.processes.supervise`."""
     configure_logging(settings)
     if settings.processes == 1:
-        serve(settings, host, port)
+        # PROMETHEUS_MULTIPROC_DIR set for one process still puts prometheus_client in multiprocess mode: the
+        # folder must exist and hold no earlier run's files, which it would add in
+        with MetricsDirectory() if os.environ.get(MULTIPROC_ENV) else contextlib.nullcontext():
+            serve(settings, host, port)
     else:
         supervise(settings.processes, host, port, partial(serve_process, host, port))

@@ -165,6 +165,7 @@ def test_unexpected_errors_are_json_500_with_the_request_id(make_client, image, 
     r = client.post("/parse", files={"image": ("a.png", image, "image/png")}, headers={"X-Request-ID": "req-9"})
     assert r.status_code == 500
     assert r.json() == {"error": "internal_error", "detail": "unexpected server error (request id req-9)"}
+    assert r.headers["X-Request-ID"] == "req-9"  # as on every other answer
     assert "ZeroDivisionError" not in r.text
     monkeypatch.undo()
     assert post(client, image)[0].status_code == 200

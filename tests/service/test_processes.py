@@ -98,6 +98,27 @@ def test_the_metrics_folder_is_emptied_first_and_a_temporary_one_removed(tmp_pat
     assert not temporary.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
 
+def test_one_process_with_a_metrics_folder_set_starts_it_empty(tmp_path, monkeypatch):
+    """PROMETHEUS_MULTIPROC_DIR puts prometheus_client in multiprocess mode for one process too: the folder
+    must exist, and an earlier run's files would be added into this one's counts."""
+    import service.server as server
+    from service.settings import Settings
+
+    folder = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    seen = []
+
+    def serve(*args):  # what the served app would find in the folder
+        seen.append(sorted(folder.glob("*")) if folder.is_dir() else None)
+
+    monkeypatch.setattr(server, "serve", serve)
+    server.run(Settings(processes=1), "127.0.0.1", 0)
+    folder.mkdir(exist_ok=True)
+    (folder / "counter_123.db").write_bytes(b"an earlier run's")
+    server.run(Settings(processes=1), "127.0.0.1", 0)
+    assert seen == [[], []]
+
+
 def follow(parent_pid: int) -> subprocess.CompletedProcess:
     """``stop_with_parent(parent_pid)`` in a new interpreter, whose parent is this one."""
     code = f"from service.processes import stop_with_parent; stop_with_parent({parent_pid}); print('following')"
