@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import logging
 import multiprocessing
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -78,13 +78,14 @@ def stop_with_parent(parent_pid: int) -> None:
         raise SystemExit(f"the supervisor (pid {parent_pid}) ended before this process started; exiting")
 
 
-def _run_process(target_pickle: bytes, supervisor_pid: int, index: int, count: int) -> None:
-    """A spawned service process: follow the supervisor first, then run ``target(index, count)``. The target
-    travels pickled and is unpickled only here, as unpickling imports its module (uvicorn and FastAPI, half a
-    second): a supervisor killed meanwhile would go unnoticed until then."""
+def _run_process(target: tuple[str, str, tuple, dict], supervisor_pid: int, index: int, count: int) -> None:
+    """A spawned service process: follow the supervisor first, then run the target, ``(module, function, args,
+    keywords)``, as ``function(*args, index, count, **keywords)``. The target travels by name and is imported
+    only here: its module imports uvicorn and FastAPI (half a second), and a supervisor killed meanwhile would
+    go unnoticed until then."""
     stop_with_parent(supervisor_pid)
-    target = pickle.loads(target_pickle)
-    target(index, count)
+    module, name, args, keywords = target
+    getattr(importlib.import_module(module), name)(*args, index, count, **keywords)
 
 
 class MetricsDirectory:
@@ -114,11 +115,12 @@ class MetricsDirectory:
 
 def supervise(count: int, host: str, port: int, target: Callable[[int, int], None]) -> None:
     """Run ``target(index, count)`` in ``count`` spawned processes until SIGTERM or SIGINT; each is to bind
-    ``host:port`` itself (:func:`reuse_port_socket`). ``target`` must pickle (a module's function, a
-    ``functools.partial`` of one): spawn sends it to the new interpreter."""
+    ``host:port`` itself (:func:`reuse_port_socket`). ``target`` is a module's function or a
+    ``functools.partial`` of one with plain arguments: it is sent to the new interpreter by name."""
     check_port_free(host, port)
     context = multiprocessing.get_context("spawn")  # no fork: torch and its thread pools do not survive one
-    target_pickle = pickle.dumps(target)
+    function = getattr(target, "func", target)  # a functools.partial, or a module's function
+    by_name = (function.__module__, function.__qualname__, getattr(target, "args", ()), getattr(target, "keywords", {}))
     stopping = False
 
     def stop(signum, frame) -> None:
@@ -128,7 +130,7 @@ def supervise(count: int, host: str, port: int, target: Callable[[int, int], Non
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     with MetricsDirectory() as metrics:
         def start(index: int) -> multiprocessing.process.BaseProcess:
-            process = context.Process(target=_run_process, args=(target_pickle, os.getpid(), index, count),
+            process = context.Process(target=_run_process, args=(by_name, os.getpid(), index, count),
                                       name=f"faceparse-{index}")
             process.start()
             return process
