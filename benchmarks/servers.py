@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) ->
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    previous = _exit_on_sigterm()
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
@@ -137,6 +139,17 @@ def running(spec: ServerSpec, log_path: Path, ready_timeout_s: float = 180.0) ->
         yield Server(base, proc.pid, log_path)
     finally:
         _stop(proc)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm():
+    """SIGTERM raises SystemExit, so that ``finally`` stops the server: it runs in a session of its own,
+    which a ``timeout`` or a CI runner's group kill does not reach, and Python runs no ``finally`` on a
+    signal's default action. The previous handler, or None off the main thread (where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -92,6 +92,8 @@ class LevelStats:
 def load_photos(images_dir: str | None, count: int) -> list[Photo]:
     """``count`` photos from ``images_dir`` (sorted), or drawn faces (512 x 512 JPEG) without one."""
     if images_dir:
+        if not Path(images_dir).is_dir():
+            raise SystemExit(f"--images {images_dir}: no such folder")
         files = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)[:count]
         if not files:
             raise SystemExit(f"--images {images_dir}: no {'/'.join(sorted(PHOTO_SUFFIXES))} files there")

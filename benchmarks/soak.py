@@ -219,7 +219,8 @@ def soak(service: Server, minutes: float, concurrency: int, interval_s: float) -
     while (elapsed := time.perf_counter() - start) < duration_s:
         time.sleep(min(interval_s, duration_s - elapsed))
         now = time.perf_counter() - start
-        rows, seen = done[seen:], len(done)
+        rows = done[seen:]  # one read: clients go on appending meanwhile
+        seen += len(rows)
         row = {"t_s": round(now, 1), **window_stats(rows, now - (intervals[-1]["t_s"] if intervals else 0.0)),
                "rss_mb": round(rss_mb(service.pid), 1)}
         intervals.append(row)

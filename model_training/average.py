@@ -13,6 +13,7 @@ The soup's input size is the one its members were saved with (``--image_size`` t
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForUniversalSegmentation, PreTrainedModel
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--image_size", type=int, default=None, help="default: the size the checkpoints were saved at")
     args = ap.parse_args(argv)
+    missing = [c for c in args.checkpoints if not Path(c).is_dir()]
+    if missing or len(args.checkpoints) < 2:
+        ap.error(f"--checkpoints: no such folder: {', '.join(missing)}" if missing else
+                 "--checkpoints: give at least two folders to average")
     size = input_size(args.checkpoints, args.image_size)
     soup = average_models(args.checkpoints)
     save_model_folder(soup, PreprocessConfig(size=size), args.out, version="soup", fp16=False)

@@ -38,7 +38,9 @@ def training_curve(history_files: list[Path], out_png: Path, against: str = "epo
         xs = [offset + r["epoch"] for r in rows] if against == "epoch" else [r["elapsed_s"] / 60 for r in rows]
         label = f"{path.parent.name} ({rows[-1]['elapsed_s'] / 60:.0f} min)"
         line, = ax.plot(xs, [r["eval_mean_f1_foreground"] for r in rows], "o-", ms=3, label=f"mean F1, {label}")
-        ax.plot(xs, [r.get("eval_f1_u_lip", 0) for r in rows], ".--", lw=1, color=line.get_color(), alpha=0.5)
+        lips = [(x, r["eval_f1_u_lip"]) for x, r in zip(xs, rows, strict=True) if "eval_f1_u_lip" in r]
+        if lips:  # an epoch whose validation had no upper lip has no point, not a point at 0
+            ax.plot(*zip(*lips, strict=True), ".--", lw=1, color=line.get_color(), alpha=0.5)
         offset = xs[-1] if against == "epoch" else 0.0
     ax.axhline(0.72, color="grey", lw=0.8, ls=":")
     ax.set_xlabel(("epoch (phases continue one another)" if against == "epoch" else "training minutes")
@@ -48,6 +50,7 @@ def training_curve(history_files: list[Path], out_png: Path, against: str = "epo
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
 

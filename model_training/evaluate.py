@@ -177,6 +177,7 @@ def add_scoring_arguments(ap: argparse.ArgumentParser) -> None:
 def open_scoring(args: argparse.Namespace, part: str):
     """``(parser, dataset, indices)`` for :func:`add_scoring_arguments`' options: a bad ``--model`` exits with
     a message naming it; ``--fix_lr_convention`` swaps the reversed masks back and says how many."""
+    from model_training.datasets.base import DatasetError
     from model_training.datasets.loaders import open_dataset
     from model_training.datasets.lr_convention import ConventionFixed, find_reversed
 
@@ -184,7 +185,10 @@ def open_scoring(args: argparse.Namespace, part: str):
         parser = FaceParser.load(args.model, device=args.device, dtype=args.dtype)
     except (OSError, ValueError) as exc:  # not a model folder, a hub id while offline, a bad calibration
         sys.exit(f"--model {args.model}: {exc}")
-    _, base, _, indices = open_dataset(args, part=part)
+    try:
+        _, base, _, indices = open_dataset(args, part=part)
+    except DatasetError as exc:
+        sys.exit(f"--data_dir {args.data_dir}: {exc}")
     if not indices:  # a folder's test split is held out only by --test_count
         sys.exit(f"the {part} split of {args.data_dir} is empty: give --test_count / --val_count as the model's "
                  "run held them out")

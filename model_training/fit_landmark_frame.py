@@ -130,6 +130,7 @@ def compare(x_n12, y_n4, weights, bias, constant_4) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     from model_training.data import split_indices
+    from model_training.datasets.base import DatasetError
     from model_training.datasets.folders import FolderDataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(LANDMARK_FRAME_FILE), help="where to write the coefficients ('' not at all)")
     args = ap.parse_args(argv)
 
-    dataset = FolderDataset(args.data_dir)
+    try:
+        dataset = FolderDataset(args.data_dir)
+    except DatasetError as exc:
+        sys.exit(f"--data_dir {args.data_dir}: {exc}")
     train_idx, val_idx, _ = split_indices(len(dataset), args.val_count, args.split_seed, args.test_count)
     detector = BlazeFaceDetector()
     x_train, y_train, missed = collect(detector, dataset, train_idx, args.warps, args.seed, aligned=2)

@@ -27,6 +27,8 @@ def read_reports(pairs: list[str]) -> dict[str, dict]:
             reports[name] = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"{path}: cannot read the report ({exc})") from None
+        if not isinstance(reports[name], dict) or not {"per_class", "mean_f1_foreground"} <= reports[name].keys():
+            raise SystemExit(f"{path}: not a model_training.evaluate report (no per_class / mean_f1_foreground)")
     return reports
 
 

@@ -48,3 +48,13 @@ def test_soup_refuses_models_of_different_shapes(tmp_path):
         average.average_models([a, b])
     with pytest.raises(ValueError, match="at least two"):
         average.average_models([a])
+
+
+@pytest.mark.parametrize("given, said", [(["/no/such/run", "/no/such/other"], "no such folder: /no/such/run"),
+                                         (["one"], "at least two")])
+def test_the_command_names_bad_checkpoints(tmp_path, capsys, given, said):
+    if given == ["one"]:
+        given = [saved_tiny(tmp_path / "one", 0)]
+    with pytest.raises(SystemExit):
+        average.main(["--checkpoints", *given, "--out", str(tmp_path / "soup")])
+    assert said in capsys.readouterr().err

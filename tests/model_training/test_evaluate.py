@@ -44,6 +44,8 @@ def test_main_reports_intervals_and_compares_with_an_earlier_evaluation(tiny_mod
               str(tmp_path / "first" / "per_image_confusion.npz")])
     with pytest.raises(SystemExit, match="test split of .* is empty"):  # no --test_count: nothing held out
         main([*common, "--split", "test", "--out", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="--data_dir .*no_data"):  # a dataset error names the argument
+        main([*common[:2], "--data_dir", str(tmp_path / "no_data"), "--out", str(tmp_path / "none")])
     with pytest.raises(FileNotFoundError):  # before any photo is parsed
         main([*common, "--out", str(tmp_path / "none"), "--paired_with", str(tmp_path / "missing.npz")])
     assert (written["flip"], written["tta_sizes"]) == (False, [])

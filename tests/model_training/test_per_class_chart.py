@@ -29,3 +29,10 @@ def test_chart_of_two_reports(tmp_path):
 def test_bad_reports_say_which(pair, said):
     with pytest.raises(SystemExit, match=said):
         per_class_chart.read_reports([pair])
+
+
+def test_a_json_that_is_no_evaluation_report_is_named(tmp_path):
+    other = tmp_path / "calibration.json"
+    other.write_text(json.dumps({"biases": {"hat": -2}}))
+    with pytest.raises(SystemExit, match="calibration.json: not a model_training.evaluate report"):
+        per_class_chart.read_reports([f"x={other}"])
