@@ -171,11 +171,12 @@ def deepen_backbone(model: PreTrainedModel, depths: Sequence[int]) -> PreTrained
 
 
 def init_from_pretrained(name_or_path: str, labels: LabelScheme) -> PreTrainedModel:
-    """Load a pretrained MaskFormer/Mask2Former (folder or hub id) with a new head for ``labels``."""
-    return AutoModelForUniversalSegmentation.from_pretrained(
+    """Load a pretrained MaskFormer/Mask2Former (folder or hub id) with a new head for ``labels``; a class
+    calibration the folder carries is dropped (:func:`without_calibration`)."""
+    return without_calibration(AutoModelForUniversalSegmentation.from_pretrained(
         name_or_path, id2label=labels.id2label, label2id=labels.label2id, num_labels=len(labels),
         ignore_mismatched_sizes=True, use_safetensors=True, dtype=torch.float32,
-    )
+    ))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -308,6 +309,14 @@ class FaceParser:
 CLASS_LOG_BIAS_KEY = "face_parser_class_log_bias"  # config.json: {class name: log-bias}; stock loaders ignore it
 
 
+def without_calibration(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` with no class log-biases in its config: they were fitted to the weights they were written with
+    (``model_training.calibrate --write``), and a model trained or averaged from those would apply them silently."""
+    if hasattr(model.config, CLASS_LOG_BIAS_KEY):
+        delattr(model.config, CLASS_LOG_BIAS_KEY)
+    return model
+
+
 def class_log_bias_from_config(config, labels: LabelScheme) -> torch.Tensor | None:
     """The ``(K,)`` class log-biases a model folder's config carries (classes it does not name: 0), or None."""
     named = getattr(config, CLASS_LOG_BIAS_KEY, None)
@@ -332,6 +341,9 @@ def save_model_folder(
     version: str, fp16: bool = True,
 ) -> Path:
     """Write a stock HF folder: config (with ``id2label``), safetensors weights, processor config."""
+    if preprocess.size % 32:
+        raise ValueError(f"input size {preprocess.size} px: a stock image processor pads to a multiple of 32 "
+                         "(size_divisor) and would feed the model another picture than the project does")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.config.face_parser_version = version

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForUniversalSegmentation, PreTrainedModel
 
-from face_parser.modeling import save_model_folder
+from face_parser.modeling import save_model_folder, without_calibration
 from face_parser.preprocess import PreprocessConfig
 from model_training.export import input_size
 
@@ -42,7 +42,7 @@ def average_models(folders: list[str]) -> PreTrainedModel:
                 total[k] += v
     soup.load_state_dict({k: v / len(folders) if v.is_floating_point() else v for k, v in total.items()})
     soup.config.face_parser_soup = list(folders)  # the export's card names them
-    return soup
+    return without_calibration(soup)  # biases fitted to one member's weights do not fit the mean
 
 
 def main(argv: list[str] | None = None) -> None:

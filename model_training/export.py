@@ -123,8 +123,8 @@ license: other
 
 A `{type(model).__name__}` face parser for the 19 CelebAMask-HQ classes
 (`config.id2label`). Stock Hugging Face folder: load it with
-`AutoModelForUniversalSegmentation.from_pretrained(folder)` and
-`AutoImageProcessor.from_pretrained(folder)`; `post_process_semantic_segmentation`
+`AutoModelForUniversalSegmentation.from_pretrained(folder)` (on a CPU with `dtype=torch.float32`: the weights
+are stored in float16) and `AutoImageProcessor.from_pretrained(folder)`; `post_process_semantic_segmentation`
 gives the label map. The figures below resize the class scores in log space before the
 argmax (`face_parser.postprocess.label_map`, as the service does); the stock post-processing
 resizes the scores themselves, which scores lower on thin parts (eyes, brows, lips).

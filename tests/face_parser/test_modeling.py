@@ -180,6 +180,30 @@ def test_class_log_biases_from_the_folder_multiply_each_class_score(tiny_model_d
     assert raw.class_log_bias is None
 
 
+def test_a_model_started_or_averaged_from_a_calibrated_folder_carries_no_biases(tiny_model_dir, tmp_path):
+    """The biases were fitted to the folder's weights: fine-tuned or averaged weights would apply them unasked."""
+    import json
+    import shutil
+
+    from face_parser.modeling import CLASS_LOG_BIAS_KEY, init_from_pretrained
+    from model_training.average import average_models
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, CLASS_LOG_BIAS_KEY: {"hat": 1.5}}))
+    assert not hasattr(init_from_pretrained(str(folder), CELEBAMASK_HQ_SCHEME).config, CLASS_LOG_BIAS_KEY)
+    assert not hasattr(average_models([str(folder), tiny_model_dir]).config, CLASS_LOG_BIAS_KEY)
+
+
+def test_an_input_size_a_stock_processor_would_pad_is_refused(tmp_path):
+    from face_parser.modeling import save_model_folder
+    from face_parser.preprocess import PreprocessConfig
+
+    with pytest.raises(ValueError, match="multiple of 32"):
+        save_model_folder(build_model("tiny", CELEBAMASK_HQ_SCHEME), PreprocessConfig(size=200), tmp_path / "m", "v")
+
+
 def test_class_log_biases_naming_an_unknown_class_are_refused(tiny_model_dir, tmp_path):
     import json
     import shutil

@@ -31,9 +31,9 @@ def test_weights_only_writes_a_loadable_fp16_folder_and_no_card(tmp_path):
 
 
 def test_the_input_size_is_the_saved_one_unless_given(tmp_path, capsys):
-    """A 48 px run re-exported without --image_size stays 48 px (it used to become 256); a Trainer checkpoint
+    """A 96 px run re-exported without --image_size stays 96 px (it used to become 256); a Trainer checkpoint
     takes its run folder's size; a size given on the command line wins, with a note."""
-    run = save_model_folder(build_model("tiny", CELEBAMASK_HQ_SCHEME, None), PreprocessConfig(size=48),
+    run = save_model_folder(build_model("tiny", CELEBAMASK_HQ_SCHEME, None), PreprocessConfig(size=96),
                             tmp_path / "run", version="run", fp16=False)
     checkpoint = tmp_path / "run" / "checkpoint-7"
     checkpoint.mkdir()
@@ -41,10 +41,10 @@ def test_the_input_size_is_the_saved_one_unless_given(tmp_path, capsys):
         (checkpoint / name).write_bytes((run / name).read_bytes())
     for source, out in ((run, "a"), (checkpoint, "b")):
         export.main(["--checkpoint", str(source), "--out", str(tmp_path / out), "--weights_only"])
-        assert FaceParser.load(tmp_path / out, device="cpu").preprocess.size == 48
+        assert FaceParser.load(tmp_path / out, device="cpu").preprocess.size == 96
     export.main(["--checkpoint", str(run), "--out", str(tmp_path / "c"), "--weights_only", "--image_size", "64"])
     assert FaceParser.load(tmp_path / "c", device="cpu").preprocess.size == 64
-    assert "saved at 48 px; exporting at --image_size 64" in capsys.readouterr().out
+    assert "saved at 96 px; exporting at --image_size 64" in capsys.readouterr().out
 
 
 def test_no_saved_input_size_asks_for_one(tmp_path):
