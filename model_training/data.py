@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from face_parser.preprocess import PreprocessConfig, resize_rgb, to_pixel_values
 from model_training.augment import AugmentConfig, augment_pair
+from model_training.datasets.base import mask_size
 from model_training.metrics import IGNORE_INDEX
 
 RARE_CLASSES = ("eye_g", "hat", "ear_r", "neck_l")  # the accessories: oversampled, and what CopyPaste pastes
@@ -108,7 +109,7 @@ class EvalSubset(Dataset):
     preprocess: PreprocessConfig
 
     def __post_init__(self):
-        sizes = [self.base.read_mask(i).shape for i in tqdm(self.indices, desc="mask sizes", leave=False)]
+        sizes = [mask_size(self.base, i) for i in self.indices]  # headers, not masks: the masks are read per batch
         self.label_size = (max(h for h, _ in sizes), max(w for _, w in sizes))
 
     def __len__(self) -> int:

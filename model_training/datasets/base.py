@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 from face_parser.labels import LabelScheme
 
@@ -57,3 +58,11 @@ def check_pair(image_hwc: np.ndarray, mask_hw: np.ndarray, labels: LabelScheme, 
         raise DatasetError(
             f"{mask_path}: class ids {bad.tolist()} are outside the label scheme (0..{len(labels) - 1}, 255 = ignore)"
         )
+
+
+def mask_size(dataset: Dataset, index: int) -> tuple[int, int]:
+    """``(H, W)`` of a mask: from the dataset's ``mask_size`` when it can tell without decoding, else read."""
+    if hasattr(dataset, "mask_size"):
+        return dataset.mask_size(index)
+    height, width = dataset.read_mask(index).shape[:2]
+    return height, width

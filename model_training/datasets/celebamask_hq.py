@@ -70,6 +70,10 @@ class CelebAMaskHQDataset(Dataset):
     def _part_path(self, n: int, part: str) -> Path:
         return self.root / "CelebAMask-HQ-mask-anno" / str(n // 2000) / f"{n:05d}_{part}.png"
 
+    def mask_size(self, index: int) -> tuple[int, int]:
+        """Every merged mask is ``MASK_SIZE`` square: its 19 part files need no reading."""
+        return MASK_SIZE, MASK_SIZE
+
     def read_mask(self, index: int) -> np.ndarray:
         n = self.indices[index]
         mask = np.zeros((MASK_SIZE, MASK_SIZE), dtype=np.uint8)

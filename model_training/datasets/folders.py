@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from face_parser.labels import CELEBAMASK_HQ_SCHEME, LabelScheme
@@ -57,3 +58,11 @@ class FolderDataset(Dataset):
     def read_mask(self, index: int) -> np.ndarray:
         """The mask alone (class statistics need no image decode)."""
         return read_mask(self.mask_paths[index])
+
+    def mask_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of a mask from its file's header, nothing decoded."""
+        try:
+            with Image.open(self.mask_paths[index]) as im:
+                return im.height, im.width
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetError(f"{self.mask_paths[index]}: unreadable mask ({exc})") from None

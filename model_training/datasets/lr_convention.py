@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from face_parser.labels import LabelScheme
+from model_training.datasets.base import mask_size
 
 
 def convention_votes(mask_hw: np.ndarray, labels: LabelScheme) -> int:
@@ -66,6 +67,9 @@ class ConventionFixed(Dataset):
 
     def read_mask(self, index: int) -> np.ndarray:
         return self._fix(index, self.base.read_mask(index))
+
+    def mask_size(self, index: int) -> tuple[int, int]:
+        return mask_size(self.base, index)
 
 
 def fix_conventions(train_base: Dataset, val_base: Dataset, train_idx: Sequence[int],
